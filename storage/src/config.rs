@@ -1,0 +1,49 @@
+//! Per-log settings, in the units of Kafka's topic configs of the same names.
+
+/// Settings of one partition log. The broker derives them from topic configs
+/// (`segment.bytes`, `retention.ms`, `flush.messages`, ...) over broker defaults.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogConfig {
+    /// `segment.bytes`: roll to a new segment before the active one would exceed this.
+    pub segment_bytes: u64,
+    /// `segment.ms`: roll a non-empty active segment older than this.
+    pub segment_ms: i64,
+    /// `retention.bytes`: delete oldest sealed segments while the log is larger (-1: no limit).
+    pub retention_bytes: i64,
+    /// `retention.ms`: delete sealed segments whose newest record is older (-1: forever).
+    pub retention_ms: i64,
+    /// `index.interval.bytes`: bytes between sparse index entries.
+    pub index_interval_bytes: u64,
+    /// `flush.messages`: fsync at least every this many records. 1 (Karst's default) means
+    /// every append is synced before it is acknowledged or visible to consumers.
+    pub flush_messages: i64,
+    /// `flush.ms`: fsync at least this often when `flush.messages` > 1.
+    pub flush_ms: i64,
+    /// `max.message.bytes`: largest batch accepted.
+    pub max_message_bytes: usize,
+    /// `message.timestamp.type=LogAppendTime`.
+    pub log_append_time: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            retention_bytes: -1,
+            retention_ms: 7 * 24 * 3600 * 1000,
+            index_interval_bytes: 4096,
+            flush_messages: 1,
+            flush_ms: i64::MAX,
+            max_message_bytes: 1_048_588,
+            log_append_time: false,
+        }
+    }
+}
+
+impl LogConfig {
+    /// True when appends must be synced before they are acknowledged.
+    pub fn sync_before_ack(&self) -> bool {
+        self.flush_messages <= 1
+    }
+}

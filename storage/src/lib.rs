@@ -1,0 +1,40 @@
+//! `karst-storage`: partition logs on disk, with durable group-committed appends.
+//!
+//! # Layout
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`types`] | `Offset`, `LeaderEpoch`, `TopicPartition` |
+//! | [`batch`] | record batch headers, validation of produced batches, offset rewrite |
+//! | [`index`] | sparse `.index` / `.timeindex` |
+//! | [`segment`] | one `.log` file and its recovery scan |
+//! | [`log`] | a partition log: offsets, reads, retention, recovery, the append plan |
+//! | [`committer`] | storage threads: group commit (write, one fdatasync per file, acknowledge) |
+//! | [`io`] | the I/O backend seam and the portable `pwritev` + `fdatasync` backend |
+//! | [`checkpoint`] | Kafka-format offset checkpoint files |
+//! | [`manager`] | all logs of a log directory, checkpoints, clean-shutdown marker |
+//! | [`config`] | per-log settings in Kafka's topic-config units |
+//!
+//! Durability contract: an append's completion reports success only after its bytes (and,
+//! for a new segment, the directory entry) are synced, unless the log's `flush.messages`
+//! asks for Kafka-style deferred flushing. Readers never see data before that point.
+
+pub mod batch;
+pub mod checkpoint;
+pub mod committer;
+pub mod config;
+pub mod error;
+pub mod index;
+pub mod io;
+pub mod log;
+pub mod manager;
+pub mod segment;
+pub mod types;
+
+pub use batch::{validate_produced, BatchError, BatchHeader, ValidBatch};
+pub use config::LogConfig;
+pub use error::LogError;
+pub use io::{IoBackend, PortableBackend};
+pub use log::{AppendInfo, Log, LogOffsets};
+pub use manager::{LogManager, LogManagerOptions};
+pub use types::{LeaderEpoch, Offset, TopicPartition};

@@ -1,0 +1,705 @@
+//! A partition log: ordered segments, offsets (log start, high watermark, log end), the
+//! append plan used by the committer, reads for fetch and ListOffsets, retention, recovery.
+//!
+//! Concurrency: one committer thread appends to a given log (logs are sharded over
+//! committer threads), readers run on any thread. All bookkeeping sits behind one short
+//! `Mutex`; file I/O happens outside it. Appends reserve positions under the lock and write
+//! after; readers never look past `visible_bytes`/`high_watermark`, which only advance once
+//! the data is durable (or written, for logs that do not sync before acknowledging).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::batch::{BatchHeader, ValidBatch, BATCH_HEADER_BYTES, REWRITTEN_PREFIX_BYTES};
+use crate::config::LogConfig;
+use crate::error::LogError;
+use crate::io::{sync_directory, IoBackend};
+use crate::segment::{open_sealed_segment, open_segment, Segment, SegmentFile};
+use crate::types::{LeaderEpoch, Offset, TopicPartition};
+
+/// The offsets a broker reports for a partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogOffsets {
+    pub log_start_offset: Offset,
+    /// End of what consumers may read (single node: durable end of the log).
+    pub high_watermark: Offset,
+    /// Offset the next appended record gets.
+    pub log_end_offset: Offset,
+}
+
+/// How the previous run ended, from the log directory's checkpoints.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RecoveryHint {
+    /// Everything below this offset was synced with its indexes written.
+    pub recovery_point: Option<Offset>,
+    pub log_start_offset: Option<Offset>,
+    /// The previous run closed the logs cleanly: no scan needed beyond the last segment.
+    pub clean_shutdown: bool,
+}
+
+/// The result of one append, given to the producer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: Offset,
+    pub last_offset: Offset,
+    /// The broker's timestamp when the topic uses LogAppendTime, else -1.
+    pub log_append_time_ms: i64,
+    pub log_start_offset: Offset,
+}
+
+/// What the committer needs after writing: which files to sync, what to publish.
+pub(crate) struct WriteReceipt {
+    pub info: AppendInfo,
+    pub end_offset: Offset,
+    /// Each written segment file with the byte position its data now ends at.
+    pub written: Vec<(Arc<SegmentFile>, u64)>,
+    pub created_segment: bool,
+    pub needs_sync: bool,
+}
+
+struct LogState {
+    segments: BTreeMap<Offset, Segment>,
+    log_start_offset: Offset,
+    high_watermark: Offset,
+    messages_since_flush: i64,
+    last_flush_ms: i64,
+    offline: Option<String>,
+}
+
+impl LogState {
+    fn active(&self) -> &Segment {
+        self.segments
+            .values()
+            .next_back()
+            .expect("a log always has an active segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has an active segment")
+    }
+
+    fn log_end_offset(&self) -> Offset {
+        self.active().next_offset
+    }
+
+    fn check_online(&self) -> Result<(), LogError> {
+        match &self.offline {
+            Some(reason) => Err(LogError::Offline(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// The segment holding `offset`, or the first one after it (offsets may have gaps).
+    fn segment_for(&self, offset: Offset) -> Option<&Segment> {
+        let candidate = self.segments.range(..=offset).next_back().map(|(_, s)| s);
+        match candidate {
+            Some(segment) if segment.next_offset > offset => Some(segment),
+            _ => self.segments.range(offset..).next().map(|(_, s)| s),
+        }
+    }
+}
+
+pub struct Log {
+    partition: TopicPartition,
+    dir: PathBuf,
+    config: RwLock<Arc<LogConfig>>,
+    state: Mutex<LogState>,
+}
+
+/// A readable window of one segment file.
+struct ReadWindow {
+    file: Arc<SegmentFile>,
+    start_position: u64,
+    end_position: u64,
+}
+
+/// Extra bytes read past `max_bytes` so the batch holding the fetch offset is found in the
+/// same read as the data after it (index entries are `index.interval.bytes` apart).
+const READ_SLACK_BYTES: usize = 8 * 1024;
+
+impl Log {
+    /// Opens (recovering) or creates the log in `dir`.
+    pub fn open(
+        dir: PathBuf,
+        partition: TopicPartition,
+        config: LogConfig,
+        hint: RecoveryHint,
+        now_ms: i64,
+    ) -> Result<Log, LogError> {
+        fs::create_dir_all(&dir).map_err(LogError::io("create log directory", &dir))?;
+        let mut bases = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(LogError::io("list log directory", &dir))? {
+            let entry = entry.map_err(LogError::io("list log directory", &dir))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if let Some(stem) = name.strip_suffix(".log") {
+                if let Ok(base) = stem.parse::<i64>() {
+                    bases.push(Offset(base));
+                }
+            }
+        }
+        bases.sort();
+        let mut segments = BTreeMap::new();
+        let recovery_point = hint.recovery_point.unwrap_or(Offset(0));
+        for (position, &base) in bases.iter().enumerate() {
+            let next_base = bases.get(position + 1).copied();
+            let below_recovery_point =
+                next_base.is_some_and(|next| hint.clean_shutdown || next <= recovery_point);
+            if let (true, Some(next)) = (below_recovery_point, next_base) {
+                if let Some(segment) = open_sealed_segment(&dir, base, next) {
+                    segments.insert(base, segment);
+                    continue;
+                }
+            }
+            let validate = !hint.clean_shutdown;
+            let (mut segment, outcome) =
+                open_segment(&dir, base, validate, config.index_interval_bytes)?;
+            if let Some(reason) = outcome.stopped_because {
+                tracing::warn!(
+                    %partition,
+                    path = %segment.file.path.display(),
+                    reason,
+                    valid_bytes = outcome.valid_bytes,
+                    "recovery: truncating the log after the last valid batch"
+                );
+                segment
+                    .file
+                    .file
+                    .set_len(outcome.valid_bytes)
+                    .and_then(|()| segment.file.file.sync_all())
+                    .map_err(LogError::io("truncate segment", &segment.file.path))?;
+                segment.size_bytes = outcome.valid_bytes;
+                segment.visible_bytes = outcome.valid_bytes;
+                segments.insert(base, segment);
+                for &later in &bases[position + 1..] {
+                    tracing::warn!(%partition, base_offset = later.0, "recovery: deleting segment after a torn batch");
+                    let (later_segment, _) =
+                        open_segment(&dir, later, false, config.index_interval_bytes)?;
+                    later_segment.delete_files(&dir);
+                }
+                break;
+            }
+            if next_base.is_some() {
+                segment.write_indexes(&dir)?;
+            }
+            segments.insert(base, segment);
+        }
+        if segments.is_empty() {
+            let base = hint.log_start_offset.unwrap_or(Offset(0));
+            segments.insert(base, Segment::create(&dir, base, now_ms)?);
+            sync_directory(&dir).map_err(LogError::io("sync directory", &dir))?;
+        }
+        let first_base = *segments.keys().next().expect("not empty");
+        let log_end_offset = segments
+            .values()
+            .next_back()
+            .expect("not empty")
+            .next_offset;
+        let log_start_offset = hint
+            .log_start_offset
+            .unwrap_or(first_base)
+            .max(first_base)
+            .min(log_end_offset);
+        Ok(Log {
+            partition,
+            dir,
+            config: RwLock::new(Arc::new(config)),
+            state: Mutex::new(LogState {
+                segments,
+                log_start_offset,
+                high_watermark: log_end_offset,
+                messages_since_flush: 0,
+                last_flush_ms: now_ms,
+                offline: None,
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, LogState> {
+        self.state.lock().expect("log state lock poisoned")
+    }
+
+    pub fn topic_partition(&self) -> &TopicPartition {
+        &self.partition
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> Arc<LogConfig> {
+        Arc::clone(&self.config.read().expect("config lock poisoned"))
+    }
+
+    pub fn set_config(&self, config: LogConfig) {
+        *self.config.write().expect("config lock poisoned") = Arc::new(config);
+    }
+
+    pub fn offsets(&self) -> LogOffsets {
+        let state = self.lock();
+        LogOffsets {
+            log_start_offset: state.log_start_offset,
+            high_watermark: state.high_watermark,
+            log_end_offset: state.log_end_offset(),
+        }
+    }
+
+    /// Bytes of all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.lock().segments.values().map(|s| s.size_bytes).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.lock().segments.len()
+    }
+
+    /// `Some(reason)` when the log stopped serving after a failed write or sync.
+    pub fn offline_reason(&self) -> Option<String> {
+        self.lock().offline.clone()
+    }
+
+    /// Takes the log offline: every later append and read fails with `reason`.
+    pub fn take_offline(&self, reason: String) {
+        let mut state = self.lock();
+        if state.offline.is_none() {
+            tracing::error!(partition = %self.partition, reason, "log is going offline");
+            state.offline = Some(reason);
+        }
+    }
+
+    /// Reserves offsets and file positions for `batches`, then writes them. Called only by
+    /// the committer thread that owns this log.
+    pub(crate) fn write(
+        &self,
+        backend: &dyn IoBackend,
+        batches: Vec<ValidBatch>,
+        epoch: LeaderEpoch,
+        now_ms: i64,
+    ) -> Result<WriteReceipt, LogError> {
+        let config = self.config();
+        // Per file: (file, start position, buffers). Usually one file.
+        let mut plans: Vec<(Arc<SegmentFile>, u64, Vec<Bytes>)> = Vec::new();
+        let mut created_segment = false;
+        let receipt_info;
+        let end_offset;
+        let needs_sync;
+        {
+            let mut state = self.lock();
+            state.check_online()?;
+            let mut first_offset = None;
+            let mut records = 0;
+            for mut batch in batches {
+                if config.log_append_time {
+                    batch.stamp_log_append_time(now_ms);
+                }
+                let active = state.active();
+                let too_big =
+                    active.size_bytes + batch.header.size_bytes as u64 > config.segment_bytes;
+                let too_old = now_ms - active.created_ms >= config.segment_ms;
+                if !active.is_empty() && (too_big || too_old) {
+                    self.roll_locked(&mut state, now_ms)?;
+                    created_segment = true;
+                }
+                let active = state.active_mut();
+                let base_offset = active.next_offset;
+                let position = active.size_bytes;
+                let mut header = batch.header;
+                header.base_offset = base_offset;
+                active.note_batch(&header, position, config.index_interval_bytes);
+                first_offset.get_or_insert(base_offset);
+                records += batch.records_count();
+                let prefix = Bytes::copy_from_slice(&batch.rewritten_prefix(base_offset, epoch));
+                let body = batch.bytes.slice(REWRITTEN_PREFIX_BYTES..);
+                match plans.last_mut() {
+                    Some((file, _, buffers)) if Arc::ptr_eq(file, &active.file) => {
+                        buffers.extend([prefix, body])
+                    }
+                    _ => plans.push((Arc::clone(&active.file), position, vec![prefix, body])),
+                }
+            }
+            end_offset = state.log_end_offset();
+            state.messages_since_flush += records;
+            needs_sync = config.sync_before_ack()
+                || state.messages_since_flush >= config.flush_messages
+                || now_ms.saturating_sub(state.last_flush_ms) >= config.flush_ms;
+            if needs_sync {
+                state.messages_since_flush = 0;
+                state.last_flush_ms = now_ms;
+            }
+            receipt_info = AppendInfo {
+                base_offset: first_offset.unwrap_or(end_offset),
+                last_offset: end_offset.plus(-1),
+                log_append_time_ms: if config.log_append_time { now_ms } else { -1 },
+                log_start_offset: state.log_start_offset,
+            };
+        }
+        let mut written = Vec::with_capacity(plans.len());
+        for (file, position, buffers) in plans {
+            let slices: Vec<&[u8]> = buffers.iter().map(|b| b.as_ref()).collect();
+            let length: usize = slices.iter().map(|s| s.len()).sum();
+            if let Err(error) = backend.write_all_at(&file.file, position, &slices) {
+                let reason = format!(
+                    "write of {length} bytes at byte {position} of {} failed: {error}",
+                    file.path.display()
+                );
+                self.take_offline(reason.clone());
+                return Err(LogError::Offline(reason));
+            }
+            written.push((file, position + length as u64));
+        }
+        Ok(WriteReceipt {
+            info: receipt_info,
+            end_offset,
+            written,
+            created_segment,
+            needs_sync,
+        })
+    }
+
+    /// Makes a receipt's writes durable. An error takes the log offline: a failed fsync
+    /// leaves the page cache in an unknown state, so it is never retried.
+    pub(crate) fn sync(
+        &self,
+        backend: &dyn IoBackend,
+        files: &[Arc<SegmentFile>],
+        created_segment: bool,
+    ) -> Result<(), LogError> {
+        for file in files {
+            if let Err(error) = backend.sync_data(&file.file) {
+                let reason = format!("fdatasync of {} failed: {error}", file.path.display());
+                self.take_offline(reason.clone());
+                return Err(LogError::Offline(reason));
+            }
+        }
+        if created_segment {
+            if let Err(error) = sync_directory(&self.dir) {
+                let reason = format!("fsync of directory {} failed: {error}", self.dir.display());
+                self.take_offline(reason.clone());
+                return Err(LogError::Offline(reason));
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes a receipt's data visible to readers and advances the high watermark.
+    pub(crate) fn publish(&self, receipt: &WriteReceipt) {
+        let mut state = self.lock();
+        for (file, end_position) in &receipt.written {
+            if let Some(segment) = state.segments.get_mut(&file.base_offset) {
+                segment.visible_bytes = segment.visible_bytes.max(*end_position);
+            }
+        }
+        state.high_watermark = state.high_watermark.max(receipt.end_offset);
+    }
+
+    /// Seals the active segment (indexes written and synced) and starts a new one.
+    fn roll_locked(&self, state: &mut LogState, now_ms: i64) -> Result<(), LogError> {
+        let next_offset = state.log_end_offset();
+        state.active().write_indexes(&self.dir)?;
+        let segment = Segment::create(&self.dir, next_offset, now_ms)?;
+        state.segments.insert(next_offset, segment);
+        Ok(())
+    }
+
+    /// Where to read `offset` from, or why not.
+    fn window_for(&self, offset: Offset) -> Result<Option<ReadWindow>, LogError> {
+        let state = self.lock();
+        state.check_online()?;
+        if offset < state.log_start_offset || offset > state.high_watermark {
+            return Err(LogError::OffsetOutOfRange {
+                requested: offset,
+                log_start_offset: state.log_start_offset,
+                high_watermark: state.high_watermark,
+            });
+        }
+        if offset == state.high_watermark {
+            return Ok(None);
+        }
+        let Some(segment) = state.segment_for(offset) else {
+            return Ok(None);
+        };
+        let relative = (offset.0 - segment.base_offset().0).max(0) as u32;
+        Ok(Some(ReadWindow {
+            file: Arc::clone(&segment.file),
+            start_position: u64::from(segment.index.position_for(relative)),
+            end_position: segment.visible_bytes,
+        }))
+    }
+
+    /// Reads whole batches starting with the one that holds `offset`, up to `max_bytes`
+    /// (but always the first batch, however large, so consumers make progress).
+    /// Reading at the high watermark gives empty bytes.
+    pub fn read(&self, offset: Offset, max_bytes: usize) -> Result<Bytes, LogError> {
+        let Some(window) = self.window_for(offset)? else {
+            return Ok(Bytes::new());
+        };
+        let path = window.file.path.clone();
+        let available = window.end_position.saturating_sub(window.start_position) as usize;
+        let length = available.min(max_bytes.saturating_add(READ_SLACK_BYTES));
+        let mut buffer = BytesMut::zeroed(length);
+        window
+            .file
+            .file
+            .read_exact_at(&mut buffer, window.start_position)
+            .map_err(LogError::io("read segment", &path))?;
+        let buffer = buffer.freeze();
+        // Skip batches that end before `offset`.
+        let mut position = 0;
+        loop {
+            let Some(header) = BatchHeader::parse(&buffer[position..]) else {
+                // The batch holding `offset` starts beyond this read: read from its start.
+                return self.read_from_position(
+                    &window,
+                    window.start_position + position as u64,
+                    max_bytes,
+                );
+            };
+            if header.next_offset() > offset {
+                break;
+            }
+            position += header.size_bytes;
+            if position >= buffer.len() {
+                return self.read_from_position(
+                    &window,
+                    window.start_position + position as u64,
+                    max_bytes,
+                );
+            }
+        }
+        let end = whole_batches_end(&buffer[position..], max_bytes);
+        if end == 0 {
+            return self.read_from_position(
+                &window,
+                window.start_position + position as u64,
+                max_bytes,
+            );
+        }
+        Ok(buffer.slice(position..position + end))
+    }
+
+    /// Reads whole batches from a batch boundary at `position`.
+    fn read_from_position(
+        &self,
+        window: &ReadWindow,
+        position: u64,
+        max_bytes: usize,
+    ) -> Result<Bytes, LogError> {
+        if position >= window.end_position {
+            return Ok(Bytes::new());
+        }
+        let path = &window.file.path;
+        let mut header_bytes = [0u8; BATCH_HEADER_BYTES];
+        window
+            .file
+            .file
+            .read_exact_at(&mut header_bytes, position)
+            .map_err(LogError::io("read segment", path))?;
+        let header = BatchHeader::parse(&header_bytes).ok_or_else(|| LogError::Io {
+            operation: "parse batch header",
+            path: path.clone(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("bad batch header at byte {position}"),
+            ),
+        })?;
+        let available = (window.end_position - position) as usize;
+        let length = available.min(max_bytes.max(header.size_bytes));
+        let mut buffer = BytesMut::zeroed(length);
+        window
+            .file
+            .file
+            .read_exact_at(&mut buffer, position)
+            .map_err(LogError::io("read segment", path))?;
+        let end = whole_batches_end(&buffer, length).max(header.size_bytes.min(length));
+        Ok(buffer.freeze().slice(..end))
+    }
+
+    /// The first batch whose max timestamp is at or after `timestamp`, for ListOffsets.
+    /// The broker finds the exact record inside it (it may need decompressing).
+    pub fn batch_for_timestamp(&self, timestamp: i64) -> Result<Option<Bytes>, LogError> {
+        let start = {
+            let state = self.lock();
+            state.check_online()?;
+            let found = state
+                .segments
+                .values()
+                .find(|s| s.max_timestamp >= timestamp && s.next_offset > state.log_start_offset);
+            match found {
+                Some(segment) => segment
+                    .base_offset()
+                    .plus(i64::from(segment.index.relative_offset_for_time(timestamp)))
+                    .max(state.log_start_offset),
+                None => return Ok(None),
+            }
+        };
+        let mut offset = start;
+        // Walk batch by batch; bounded by the log end.
+        loop {
+            let batch = match self.read(offset, 1) {
+                Ok(batch) if batch.is_empty() => return Ok(None),
+                Ok(batch) => batch,
+                Err(LogError::OffsetOutOfRange { .. }) => return Ok(None),
+                Err(error) => return Err(error),
+            };
+            let header = BatchHeader::parse(&batch).expect("read returns whole batches");
+            if header.max_timestamp >= timestamp {
+                return Ok(Some(batch.slice(..header.size_bytes)));
+            }
+            offset = header.next_offset();
+        }
+    }
+
+    /// The batch holding the largest timestamp in the log (the earliest such batch).
+    pub fn batch_with_max_timestamp(&self) -> Result<Option<Bytes>, LogError> {
+        let offset = {
+            let state = self.lock();
+            state.check_online()?;
+            let mut best: Option<(i64, Offset)> = None;
+            for segment in state.segments.values() {
+                if segment.max_timestamp >= 0
+                    && segment.next_offset > state.log_start_offset
+                    && best.is_none_or(|(timestamp, _)| segment.max_timestamp > timestamp)
+                {
+                    best = Some((segment.max_timestamp, segment.max_timestamp_batch));
+                }
+            }
+            match best {
+                Some((_, offset)) => offset.max(state.log_start_offset),
+                None => return Ok(None),
+            }
+        };
+        match self.read(offset, 1) {
+            Ok(batch) if batch.is_empty() => Ok(None),
+            Ok(batch) => {
+                let header = BatchHeader::parse(&batch).expect("read returns whole batches");
+                Ok(Some(batch.slice(..header.size_bytes)))
+            }
+            Err(LogError::OffsetOutOfRange { .. }) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Deletes whole sealed segments past `retention.ms` or beyond `retention.bytes`, moving
+    /// the log start offset. Returns how many segments were deleted.
+    pub fn apply_retention(&self, now_ms: i64) -> Result<usize, LogError> {
+        let config = self.config();
+        let mut doomed = Vec::new();
+        {
+            let mut state = self.lock();
+            state.check_online()?;
+            let fully_visible = |s: &Segment| s.visible_bytes == s.size_bytes;
+            // An expired, non-empty active segment is rolled so that it can go too.
+            if config.retention_ms >= 0 {
+                let all_expired = state
+                    .segments
+                    .values()
+                    .all(|s| s.is_empty() || s.max_timestamp < now_ms - config.retention_ms);
+                let active = state.active();
+                if all_expired && !active.is_empty() && fully_visible(active) {
+                    self.roll_locked(&mut state, now_ms)?;
+                    sync_directory(&self.dir).map_err(LogError::io("sync directory", &self.dir))?;
+                }
+            }
+            let mut total_bytes: i64 = state.segments.values().map(|s| s.size_bytes as i64).sum();
+            let sealed: Vec<Offset> = state.segments.keys().copied().collect();
+            for base in &sealed[..sealed.len() - 1] {
+                let segment = &state.segments[base];
+                if !fully_visible(segment) {
+                    break;
+                }
+                let expired = config.retention_ms >= 0
+                    && segment.max_timestamp < now_ms - config.retention_ms;
+                let oversized = config.retention_bytes >= 0
+                    && total_bytes - segment.size_bytes as i64 >= config.retention_bytes;
+                if !(expired || oversized) {
+                    break;
+                }
+                total_bytes -= segment.size_bytes as i64;
+                doomed.push(state.segments.remove(base).expect("listed above"));
+            }
+            if !doomed.is_empty() {
+                let first = *state
+                    .segments
+                    .keys()
+                    .next()
+                    .expect("the active segment stays");
+                state.log_start_offset = state.log_start_offset.max(first);
+                tracing::info!(
+                    partition = %self.partition,
+                    segments = doomed.len(),
+                    log_start_offset = state.log_start_offset.0,
+                    "retention deleted segments"
+                );
+            }
+        }
+        for segment in &doomed {
+            segment.delete_files(&self.dir);
+        }
+        Ok(doomed.len())
+    }
+
+    /// Syncs unsynced data of a log that does not sync before acknowledging, once `flush.ms`
+    /// has passed since the last sync.
+    pub fn flush_if_due(&self, backend: &dyn IoBackend, now_ms: i64) -> Result<(), LogError> {
+        let config = self.config();
+        let file = {
+            let mut state = self.lock();
+            if state.offline.is_some()
+                || state.messages_since_flush == 0
+                || now_ms.saturating_sub(state.last_flush_ms) < config.flush_ms
+            {
+                return Ok(());
+            }
+            state.messages_since_flush = 0;
+            state.last_flush_ms = now_ms;
+            Arc::clone(&state.active().file)
+        };
+        backend.sync_data(&file.file).map_err(|error| {
+            let reason = format!("fdatasync of {} failed: {error}", file.path.display());
+            self.take_offline(reason.clone());
+            LogError::Offline(reason)
+        })
+    }
+
+    /// The offset below which the log is synced and indexed: the active segment's base.
+    pub fn recovery_point(&self) -> Offset {
+        self.lock().active().base_offset()
+    }
+
+    /// Syncs the active segment and writes its indexes; returns the log end offset, which is
+    /// then a valid recovery point.
+    pub fn close(&self, backend: &dyn IoBackend) -> Result<Offset, LogError> {
+        let state = self.lock();
+        state.check_online()?;
+        let active = state.active();
+        backend
+            .sync_data(&active.file.file)
+            .map_err(LogError::io("sync segment", &active.file.path))?;
+        active.write_indexes(&self.dir)?;
+        Ok(state.log_end_offset())
+    }
+}
+
+/// Bytes of whole batches at the start of `bytes`, stopping before `max_bytes` is exceeded.
+fn whole_batches_end(bytes: &[u8], max_bytes: usize) -> usize {
+    let mut end = 0;
+    while let Some(header) = BatchHeader::parse(&bytes[end..]) {
+        let next = end + header.size_bytes;
+        if next > bytes.len() || (next > max_bytes && end > 0) {
+            break;
+        }
+        end = next;
+        if end >= max_bytes {
+            break;
+        }
+    }
+    end
+}

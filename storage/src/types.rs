@@ -1,0 +1,61 @@
+//! Strong types for the numbers a partition log must never mix up.
+
+use std::fmt;
+
+/// A position in a partition's sequence of records (Kafka's "offset").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Offset(pub i64);
+
+impl Offset {
+    /// The offset `count` records after this one.
+    pub fn plus(self, count: i64) -> Offset {
+        Offset(self.0 + count)
+    }
+}
+
+impl fmt::Display for Offset {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(formatter)
+    }
+}
+
+/// The epoch of the partition leader that wrote a batch (stored in every batch header).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct LeaderEpoch(pub i32);
+
+/// A topic name and partition index: the identity of one log.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TopicPartition {
+    pub topic: String,
+    pub partition: i32,
+}
+
+impl TopicPartition {
+    pub fn new(topic: impl Into<String>, partition: i32) -> Self {
+        TopicPartition {
+            topic: topic.into(),
+            partition,
+        }
+    }
+
+    /// The directory name Kafka uses for this partition: `<topic>-<partition>`.
+    pub fn dir_name(&self) -> String {
+        format!("{}-{}", self.topic, self.partition)
+    }
+
+    /// Parses a `<topic>-<partition>` directory name.
+    pub fn from_dir_name(name: &str) -> Option<TopicPartition> {
+        let (topic, partition) = name.rsplit_once('-')?;
+        let partition = partition.parse().ok()?;
+        if topic.is_empty() || partition < 0 {
+            return None;
+        }
+        Some(TopicPartition::new(topic, partition))
+    }
+}
+
+impl fmt::Display for TopicPartition {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{}-{}", self.topic, self.partition)
+    }
+}

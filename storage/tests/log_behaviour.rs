@@ -1,0 +1,297 @@
+//! Behaviour of a partition log through the log manager: appends, reads, recovery,
+//! retention. Each test narrates its steps.
+
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use karst_storage::batch::BatchHeader;
+use karst_storage::{
+    validate_produced, AppendInfo, LeaderEpoch, Log, LogConfig, LogError, LogManager,
+    LogManagerOptions, Offset, PortableBackend, TopicPartition,
+};
+
+fn write_varint(out: &mut Vec<u8>, value: i64) {
+    let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
+    loop {
+        let byte = (zigzag & 0x7f) as u8;
+        zigzag >>= 7;
+        if zigzag == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// An uncompressed batch of `count` records of `value_bytes` bytes, timestamps from `timestamp`.
+fn batch(count: usize, value_bytes: usize, timestamp: i64) -> Bytes {
+    let mut records = Vec::new();
+    for index in 0..count {
+        let mut record = vec![0u8];
+        write_varint(&mut record, index as i64);
+        write_varint(&mut record, index as i64);
+        write_varint(&mut record, -1);
+        write_varint(&mut record, value_bytes as i64);
+        record.extend(std::iter::repeat_n((index % 251) as u8, value_bytes));
+        write_varint(&mut record, 0);
+        write_varint(&mut records, record.len() as i64);
+        records.extend_from_slice(&record);
+    }
+    let mut out = Vec::new();
+    out.extend_from_slice(&0i64.to_be_bytes());
+    out.extend_from_slice(&((49 + records.len()) as i32).to_be_bytes());
+    out.extend_from_slice(&(-1i32).to_be_bytes());
+    out.push(2);
+    out.extend_from_slice(&0u32.to_be_bytes());
+    out.extend_from_slice(&0i16.to_be_bytes());
+    out.extend_from_slice(&(count as i32 - 1).to_be_bytes());
+    out.extend_from_slice(&timestamp.to_be_bytes());
+    out.extend_from_slice(&(timestamp + count as i64 - 1).to_be_bytes());
+    out.extend_from_slice(&(-1i64).to_be_bytes());
+    out.extend_from_slice(&(-1i16).to_be_bytes());
+    out.extend_from_slice(&(-1i32).to_be_bytes());
+    out.extend_from_slice(&(count as i32).to_be_bytes());
+    out.extend_from_slice(&records);
+    let crc = crc32c::crc32c(&out[21..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(out)
+}
+
+fn open(dir: &std::path::Path) -> LogManager {
+    LogManager::open(
+        LogManagerOptions {
+            dir: dir.to_path_buf(),
+            storage_threads: 2,
+            backend: Arc::new(PortableBackend),
+        },
+        &LogConfig::default(),
+    )
+    .unwrap()
+}
+
+fn append(manager: &LogManager, log: &Arc<Log>, bytes: Bytes) -> Result<AppendInfo, LogError> {
+    let batches = validate_produced(&bytes, 1 << 24).unwrap();
+    let (sender, receiver) = mpsc::channel();
+    manager.append(
+        Arc::clone(log),
+        batches,
+        LeaderEpoch(0),
+        Box::new(move |outcome| sender.send(outcome).unwrap()),
+    );
+    receiver.recv().unwrap()
+}
+
+/// Reads every batch from `from` to the high watermark; returns (base offset, count) pairs.
+fn read_all(log: &Log, from: Offset) -> Vec<(i64, i32)> {
+    let mut out = Vec::new();
+    let mut offset = from;
+    for _ in 0..100_000 {
+        let bytes = log.read(offset, 64 * 1024).unwrap();
+        if bytes.is_empty() {
+            break;
+        }
+        let mut position = 0;
+        while let Some(header) = BatchHeader::parse(&bytes[position..]) {
+            out.push((header.base_offset.0, header.records_count));
+            offset = header.next_offset();
+            position += header.size_bytes;
+        }
+    }
+    out
+}
+
+#[test]
+fn appends_get_consecutive_offsets_and_read_back_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let manager = open(dir.path());
+    let partition = TopicPartition::new("orders", 0);
+    let log = manager
+        .get_or_create(&partition, LogConfig::default())
+        .unwrap();
+    for round in 0..50 {
+        let info = append(&manager, &log, batch(10, 100, 1000 + round)).unwrap();
+        assert_eq!(info.base_offset, Offset(round * 10));
+        assert_eq!(info.last_offset, Offset(round * 10 + 9));
+    }
+    assert_eq!(log.offsets().high_watermark, Offset(500));
+    let batches = read_all(&log, Offset(0));
+    assert_eq!(batches.len(), 50);
+    assert!(batches
+        .iter()
+        .enumerate()
+        .all(|(i, b)| *b == (i as i64 * 10, 10)));
+    // Reading from the middle of a batch starts at that batch.
+    assert_eq!(read_all(&log, Offset(255))[0], (250, 10));
+    // Past the high watermark is out of range; at it, empty.
+    assert!(log.read(Offset(500), 1000).unwrap().is_empty());
+    assert!(matches!(
+        log.read(Offset(501), 1000),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    manager.shutdown().unwrap();
+}
+
+#[test]
+fn segments_roll_at_segment_bytes_and_survive_a_clean_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_bytes: 16 * 1024,
+        ..LogConfig::default()
+    };
+    let partition = TopicPartition::new("rolls", 2);
+    {
+        let manager = open(dir.path());
+        let log = manager.get_or_create(&partition, config.clone()).unwrap();
+        for round in 0..100 {
+            append(&manager, &log, batch(5, 200, round)).unwrap();
+        }
+        assert!(
+            log.segment_count() > 5,
+            "rolled into {} segments",
+            log.segment_count()
+        );
+        manager.shutdown().unwrap();
+    }
+    let manager = open(dir.path());
+    let log = manager.get(&partition).unwrap();
+    assert_eq!(log.offsets().log_end_offset, Offset(500));
+    assert_eq!(read_all(&log, Offset(0)).len(), 100);
+    assert!(dir
+        .path()
+        .join("rolls-2/00000000000000000000.index")
+        .exists());
+}
+
+#[test]
+fn a_torn_tail_is_truncated_on_recovery_and_appends_continue_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let partition = TopicPartition::new("torn", 0);
+    {
+        let manager = open(dir.path());
+        let log = manager
+            .get_or_create(&partition, LogConfig::default())
+            .unwrap();
+        for round in 0..3 {
+            append(&manager, &log, batch(4, 50, round)).unwrap();
+        }
+        // No shutdown: simulate a crash, then tear the last batch.
+    }
+    let segment = dir.path().join("torn-0/00000000000000000000.log");
+    let length = std::fs::metadata(&segment).unwrap().len();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap();
+    file.set_len(length - 7).unwrap();
+    let manager = open(dir.path());
+    let log = manager.get(&partition).unwrap();
+    assert_eq!(
+        log.offsets().log_end_offset,
+        Offset(8),
+        "the torn third batch is gone"
+    );
+    let info = append(&manager, &log, batch(4, 50, 9)).unwrap();
+    assert_eq!(info.base_offset, Offset(8));
+    assert_eq!(read_all(&log, Offset(0)), vec![(0, 4), (4, 4), (8, 4)]);
+}
+
+#[test]
+fn a_flipped_bit_in_the_unflushed_tail_is_cut_off_on_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let partition = TopicPartition::new("flip", 0);
+    {
+        let manager = open(dir.path());
+        let log = manager
+            .get_or_create(&partition, LogConfig::default())
+            .unwrap();
+        for round in 0..3 {
+            append(&manager, &log, batch(4, 50, round)).unwrap();
+        }
+    }
+    let segment = dir.path().join("flip-0/00000000000000000000.log");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0x10;
+    std::fs::write(&segment, bytes).unwrap();
+    let manager = open(dir.path());
+    assert_eq!(
+        manager.get(&partition).unwrap().offsets().log_end_offset,
+        Offset(8)
+    );
+}
+
+#[test]
+fn retention_by_bytes_deletes_whole_old_segments_and_moves_the_log_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let manager = open(dir.path());
+    let config = LogConfig {
+        segment_bytes: 8 * 1024,
+        retention_bytes: 20 * 1024,
+        retention_ms: -1,
+        ..LogConfig::default()
+    };
+    let log = manager
+        .get_or_create(&TopicPartition::new("sized", 0), config)
+        .unwrap();
+    for round in 0..100 {
+        append(&manager, &log, batch(5, 200, round)).unwrap();
+    }
+    let before = log.segment_count();
+    let deleted = manager.apply_retention();
+    assert!(deleted > 0 && log.segment_count() == before - deleted);
+    let start = log.offsets().log_start_offset;
+    assert!(start > Offset(0));
+    assert!(log.size_bytes() >= 20 * 1024 - 8 * 1024);
+    assert!(matches!(
+        log.read(Offset(0), 100),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    assert_eq!(read_all(&log, start)[0].0, start.0);
+}
+
+#[test]
+fn retention_by_time_deletes_segments_whose_records_are_old() {
+    let dir = tempfile::tempdir().unwrap();
+    let manager = open(dir.path());
+    let config = LogConfig {
+        segment_bytes: 4 * 1024,
+        retention_ms: 60_000,
+        ..LogConfig::default()
+    };
+    let log = manager
+        .get_or_create(&TopicPartition::new("aged", 0), config)
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    for round in 0..20 {
+        append(&manager, &log, batch(5, 200, now - 86_400_000 + round)).unwrap();
+    }
+    for round in 0..20 {
+        append(&manager, &log, batch(5, 200, now + round)).unwrap();
+    }
+    manager.apply_retention();
+    let start = log.offsets().log_start_offset;
+    assert!(start >= Offset(90) && start <= Offset(100), "start {start}");
+}
+
+#[test]
+fn timestamps_find_the_first_batch_at_or_after_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let manager = open(dir.path());
+    let log = manager
+        .get_or_create(&TopicPartition::new("times", 0), LogConfig::default())
+        .unwrap();
+    for round in 0..10 {
+        append(&manager, &log, batch(10, 10, 1000 * round)).unwrap();
+    }
+    let found = log.batch_for_timestamp(3005).unwrap().unwrap();
+    assert_eq!(BatchHeader::parse(&found).unwrap().base_offset, Offset(30));
+    let found = log.batch_for_timestamp(3010).unwrap().unwrap();
+    assert_eq!(BatchHeader::parse(&found).unwrap().base_offset, Offset(40));
+    assert!(log.batch_for_timestamp(99_999).unwrap().is_none());
+    let max = log.batch_with_max_timestamp().unwrap().unwrap();
+    assert_eq!(BatchHeader::parse(&max).unwrap().base_offset, Offset(90));
+}
