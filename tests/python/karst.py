@@ -1,0 +1,709 @@
+"""Helpers for the end-to-end suite: run real `karst` processes and talk Kafka to them.
+
+What lives here:
+
+* `Broker` starts one `karst server` process on free loopback ports with its own data
+  directory, and can SIGKILL it, SIGTERM it and start it again on the same directory.
+  Every broker is registered with a `BrokerPool`; the pytest fixtures in `conftest.py`
+  kill whatever is still running when a test ends, pass or fail.
+* Client factories (`confluent_producer`, `confluent_consumer`, `confluent_admin`) with the
+  settings this broker needs today: no consumer groups (consumers `assign()` explicit offsets,
+  never subscribe or commit) and no idempotent producer.
+* A raw wire kit for the hostile-input tests: frames, request headers, a table-driven
+  CRC-32C and a record-batch (magic 2) builder, written with `struct`, big-endian, from the
+  Kafka protocol guide, so that the tests can send exactly the bytes they mean.
+
+Every wait here is bounded in time (and every loop in count); nothing waits forever.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import struct
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Optional
+
+LOOPBACK = "127.0.0.1"
+
+# Time a broker gets from exec to accepting TCP connections on its Kafka port.
+BROKER_READY_TIMEOUT_S = 20.0
+# Poll interval while waiting for that.
+BROKER_READY_POLL_S = 0.05
+# Time a broker gets to exit cleanly after SIGTERM.
+BROKER_TERMINATE_TIMEOUT_S = 20.0
+
+# Settings a consumer needs against a broker without group coordination: librdkafka insists
+# on a group.id, but these tests never subscribe or commit, so the id is never used.
+CONSUMER_GROUP_ID_UNUSED = "karst-e2e-never-joined"
+
+
+def free_port() -> int:
+    """A loopback TCP port that was free a moment ago (bind port 0, read it, close)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((LOOPBACK, 0))
+        return probe.getsockname()[1]
+
+
+def port_is_free(port: int, host: str = LOOPBACK) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def port_accepts(port: int, host: str = LOOPBACK, timeout_s: float = 0.2) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(predicate, timeout_s: float, interval_s: float = 0.05, what: str = "condition"):
+    """Poll `predicate` until it returns a truthy value; raise AssertionError after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while True:
+        last = predicate()
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout_s:.1f}s waiting for {what} (last value: {last!r})")
+        time.sleep(interval_s)
+
+
+# ---------------------------------------------------------------------------------------------
+# Broker processes
+# ---------------------------------------------------------------------------------------------
+
+
+class BrokerStartError(AssertionError):
+    """The broker exited or never listened; the message carries the end of its log."""
+
+
+@dataclass
+class Broker:
+    """One `karst server` process (and its restarts) on fixed ports and a fixed data dir."""
+
+    binary: Path
+    data_dir: Path
+    log_dir: Path
+    port: int = field(default_factory=free_port)
+    admin_port: int = field(default_factory=free_port)
+    # Extra `--set key=value` settings, in order.
+    settings: dict = field(default_factory=dict)
+    # If set, the broker is started with `--config FILE` instead of the listener `--set`s.
+    config_file: Optional[Path] = None
+    process: Optional[subprocess.Popen] = None
+    starts: int = 0
+
+    # -- addresses --------------------------------------------------------------------------
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{LOOPBACK}:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.admin_port}"
+
+    def partition_dir(self, topic: str, partition: int) -> Path:
+        return self.data_dir / f"{topic}-{partition}"
+
+    def segment_files(self, topic: str, partition: int) -> list[Path]:
+        directory = self.partition_dir(topic, partition)
+        if not directory.is_dir():
+            return []
+        return sorted(directory.glob("*.log"))
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def command(self) -> list[str]:
+        if self.config_file is not None:
+            command = [str(self.binary), "server", "--config", str(self.config_file)]
+        else:
+            command = [
+                str(self.binary), "server",
+                "--set", f"listeners=PLAINTEXT://{LOOPBACK}:{self.port}",
+                "--set", f"log.dirs={self.data_dir}",
+                "--set", f"admin.listener={LOOPBACK}:{self.admin_port}",
+            ]
+        for key, value in self.settings.items():
+            command += ["--set", f"{key}={value}"]
+        return command
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_dir / f"broker-{self.port}.log"
+
+    def start(self, wait: bool = True) -> "Broker":
+        assert not self.alive, "broker already running"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.starts += 1
+        log = open(self.log_path, "ab")
+        log.write(f"\n===== start #{self.starts}: {' '.join(self.command())}\n".encode())
+        log.flush()
+        self.process = subprocess.Popen(
+            self.command(),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env={**os.environ, "RUST_BACKTRACE": "1"},
+        )
+        log.close()
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout_s: float = BROKER_READY_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise BrokerStartError(
+                    f"broker exited with code {self.process.returncode} before listening on "
+                    f"{self.bootstrap}\n{self.log_tail()}")
+            if port_accepts(self.port):
+                return
+            time.sleep(BROKER_READY_POLL_S)
+        raise BrokerStartError(
+            f"broker did not accept connections on {self.bootstrap} within {timeout_s}s\n{self.log_tail()}")
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def kill(self) -> None:
+        """SIGKILL: the crash we promise loses no acknowledged data."""
+        if self.alive:
+            self.process.send_signal(signal.SIGKILL)
+        if self.process is not None:
+            self.process.wait(timeout=10)
+
+    def terminate(self, timeout_s: float = BROKER_TERMINATE_TIMEOUT_S) -> int:
+        """SIGTERM and wait for the exit code (clean shutdown must exit 0)."""
+        assert self.alive, "broker is not running"
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"broker did not exit within {timeout_s}s of SIGTERM\n{self.log_tail()}")
+
+    def restart(self) -> "Broker":
+        """Start again on the same ports and data directory (after kill or terminate)."""
+        assert not self.alive, "stop the broker before restarting it"
+        return self.start()
+
+    def stop(self) -> None:
+        """Finalizer: make sure the process is gone, whatever state it is in."""
+        if self.alive:
+            self.kill()
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, lines: int = 60) -> str:
+        text = self.log_text().splitlines()[-lines:]
+        return f"--- last {len(text)} log lines of broker {self.bootstrap} ({self.log_path}) ---\n" + "\n".join(text)
+
+    # -- admin listener -------------------------------------------------------------------
+
+    def http_get(self, path: str, timeout_s: float = 5.0) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(self.admin_url + path, timeout=timeout_s) as response:
+                return response.status, response.read().decode(errors="replace")
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode(errors="replace")
+
+
+class BrokerPool:
+    """Every broker a test starts; `close_all` kills the ones still running."""
+
+    def __init__(self, binary: Path, base_dir: Path):
+        self.binary = binary
+        self.base_dir = base_dir
+        self.brokers: list[Broker] = []
+
+    def new(self, settings: Optional[dict] = None, name: Optional[str] = None, **kwargs) -> Broker:
+        name = name or f"broker{len(self.brokers)}"
+        broker = Broker(
+            binary=self.binary,
+            data_dir=self.base_dir / name / "data",
+            log_dir=self.base_dir / name,
+            settings=dict(settings or {}),
+            **kwargs,
+        )
+        self.brokers.append(broker)
+        return broker
+
+    def start(self, settings: Optional[dict] = None, **kwargs) -> Broker:
+        return self.new(settings, **kwargs).start()
+
+    def close_all(self) -> None:
+        for broker in self.brokers:
+            broker.stop()
+
+    def log_tails(self) -> str:
+        return "\n".join(broker.log_tail() for broker in self.brokers if broker.process is not None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Client factories
+# ---------------------------------------------------------------------------------------------
+
+
+def confluent_producer(broker: Broker, **overrides):
+    from confluent_kafka import Producer
+
+    config = {
+        "bootstrap.servers": broker.bootstrap,
+        "enable.idempotence": False,
+        "acks": "all",
+        "linger.ms": 5,
+        "message.timeout.ms": 60000,
+    }
+    config.update(overrides)
+    return Producer(config)
+
+
+def confluent_consumer(broker: Broker, **overrides):
+    from confluent_kafka import Consumer
+
+    config = {
+        "bootstrap.servers": broker.bootstrap,
+        "group.id": CONSUMER_GROUP_ID_UNUSED,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+    }
+    config.update(overrides)
+    return Consumer(config)
+
+
+def confluent_admin(broker: Broker, **overrides):
+    from confluent_kafka.admin import AdminClient
+
+    config = {"bootstrap.servers": broker.bootstrap}
+    config.update(overrides)
+    return AdminClient(config)
+
+
+def create_topic(broker: Broker, name: str, partitions: int = 1, config: Optional[dict] = None,
+                 timeout_s: float = 30.0) -> None:
+    """CreateTopics through the confluent AdminClient; raises on any error."""
+    from confluent_kafka.admin import NewTopic
+
+    admin = confluent_admin(broker)
+    futures = admin.create_topics(
+        [NewTopic(name, num_partitions=partitions, replication_factor=1, config=dict(config or {}))],
+        operation_timeout=timeout_s, request_timeout=timeout_s)
+    futures[name].result(timeout=timeout_s)
+    wait_until(lambda: topic_partition_count(broker, name) == partitions, timeout_s=timeout_s,
+               what=f"topic {name} with {partitions} partitions in metadata")
+
+
+def topic_partition_count(broker: Broker, topic: str) -> int:
+    admin = confluent_admin(broker)
+    metadata = admin.list_topics(topic=topic, timeout=10)
+    described = metadata.topics.get(topic)
+    if described is None or described.error is not None:
+        return 0
+    return len(described.partitions)
+
+
+def watermarks(broker: Broker, topic: str, partition: int, timeout_s: float = 10.0) -> tuple[int, int]:
+    """(low, high) watermark of one partition, asked of the broker (ListOffsets)."""
+    from confluent_kafka import TopicPartition
+
+    consumer = confluent_consumer(broker)
+    try:
+        return consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s, cached=False)
+    finally:
+        consumer.close()
+
+
+@dataclass(frozen=True)
+class Record:
+    partition: int
+    offset: int
+    key: Optional[bytes]
+    value: Optional[bytes]
+    headers: tuple
+    timestamp: int
+
+
+def normalize_headers(headers) -> tuple:
+    return tuple((name, value) for name, value in (headers or []))
+
+
+def consume_partitions(broker: Broker, topic: str, end_offsets: dict[int, int],
+                       start_offsets: Optional[dict[int, int]] = None, timeout_s: float = 120.0,
+                       **consumer_overrides) -> dict[int, list[Record]]:
+    """Read `topic` with `assign()` from `start_offsets` (default 0) until each partition has
+    delivered the record at `end_offsets[p] - 1`; return the records per partition in the
+    order the consumer delivered them. Any consumer error fails the read."""
+    from confluent_kafka import KafkaError, TopicPartition
+
+    start_offsets = start_offsets or {p: 0 for p in end_offsets}
+    records: dict[int, list[Record]] = {p: [] for p in end_offsets}
+    pending = {p for p in end_offsets if end_offsets[p] > start_offsets[p]}
+    consumer = confluent_consumer(broker, **consumer_overrides)
+    try:
+        consumer.assign([TopicPartition(topic, p, start_offsets[p]) for p in end_offsets])
+        deadline = time.monotonic() + timeout_s
+        while pending:
+            assert time.monotonic() < deadline, (
+                f"consumer of {topic} timed out after {timeout_s}s; still waiting on partitions "
+                f"{sorted(pending)}; got {({p: len(r) for p, r in records.items()})} records, "
+                f"want up to {end_offsets}")
+            for message in consumer.consume(num_messages=10000, timeout=0.5):
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        continue
+                    raise AssertionError(f"consumer error on {topic}: {error}")
+                partition = message.partition()
+                assert partition in records, f"record from unassigned partition {partition}"
+                records[partition].append(Record(
+                    partition=partition,
+                    offset=message.offset(),
+                    key=message.key(),
+                    value=message.value(),
+                    headers=normalize_headers(message.headers()),
+                    timestamp=message.timestamp()[1],
+                ))
+                if message.offset() >= end_offsets[partition] - 1:
+                    pending.discard(partition)
+    finally:
+        consumer.close()
+    return records
+
+
+# ---------------------------------------------------------------------------------------------
+# Raw wire kit
+# ---------------------------------------------------------------------------------------------
+
+API_PRODUCE = 0
+API_METADATA = 3
+API_API_VERSIONS = 18
+
+ERROR_NONE = 0
+ERROR_CORRUPT_MESSAGE = 2
+ERROR_INVALID_TOPIC_EXCEPTION = 17
+ERROR_UNSUPPORTED_VERSION = 35
+
+
+def _crc32c_table() -> list[int]:
+    polynomial = 0x82F63B78  # CRC-32C (Castagnoli), reflected
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ polynomial if crc & 1 else crc >> 1
+        table.append(crc)
+    return table
+
+
+_CRC32C_TABLE = _crc32c_table()
+
+
+def crc32c(data: bytes) -> int:
+    crc = 0xFFFFFFFF
+    table = _CRC32C_TABLE
+    for byte in data:
+        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+assert crc32c(b"123456789") == 0xE3069283, "CRC-32C check value"
+
+
+def zigzag_varint(value: int) -> bytes:
+    return unsigned_varint((value << 1) ^ (value >> 63))
+
+
+def unsigned_varint(value: int) -> bytes:
+    assert value >= 0
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def compact_string(text: Optional[str]) -> bytes:
+    if text is None:
+        return unsigned_varint(0)
+    data = text.encode()
+    return unsigned_varint(len(data) + 1) + data
+
+
+def compact_bytes(data: Optional[bytes]) -> bytes:
+    if data is None:
+        return unsigned_varint(0)
+    return unsigned_varint(len(data) + 1) + data
+
+
+def compact_array(items: list[bytes]) -> bytes:
+    return unsigned_varint(len(items) + 1) + b"".join(items)
+
+
+NO_TAGGED_FIELDS = unsigned_varint(0)
+
+
+def request_header_v1(api_key: int, api_version: int, correlation_id: int, client_id: str = "karst-e2e") -> bytes:
+    client = client_id.encode()
+    return struct.pack(">hhih", api_key, api_version, correlation_id, len(client)) + client
+
+
+def request_header_v2(api_key: int, api_version: int, correlation_id: int, client_id: str = "karst-e2e") -> bytes:
+    return request_header_v1(api_key, api_version, correlation_id, client_id) + NO_TAGGED_FIELDS
+
+
+def frame(payload: bytes) -> bytes:
+    return struct.pack(">i", len(payload)) + payload
+
+
+def encode_record(offset_delta: int, timestamp_delta: int, key: Optional[bytes], value: Optional[bytes],
+                  headers: Iterable[tuple[str, Optional[bytes]]] = ()) -> bytes:
+    body = bytearray(b"\x00")  # attributes
+    body += zigzag_varint(timestamp_delta)
+    body += zigzag_varint(offset_delta)
+    for blob in (key, value):
+        if blob is None:
+            body += zigzag_varint(-1)
+        else:
+            body += zigzag_varint(len(blob)) + blob
+    headers = list(headers)
+    body += zigzag_varint(len(headers))
+    for name, header_value in headers:
+        name_bytes = name.encode()
+        body += zigzag_varint(len(name_bytes)) + name_bytes
+        if header_value is None:
+            body += zigzag_varint(-1)
+        else:
+            body += zigzag_varint(len(header_value)) + header_value
+    return zigzag_varint(len(body)) + bytes(body)
+
+
+def record_batch(values: list[bytes], timestamp_ms: int, keys: Optional[list[Optional[bytes]]] = None,
+                 corrupt_crc: bool = False) -> bytes:
+    """An uncompressed magic-2 record batch with base offset 0 and no producer id.
+
+    Layout (Kafka protocol guide, "Record Batch"): baseOffset int64, batchLength int32,
+    partitionLeaderEpoch int32, magic int8, crc uint32 (CRC-32C of everything after it),
+    attributes int16, lastOffsetDelta int32, baseTimestamp int64, maxTimestamp int64,
+    producerId int64, producerEpoch int16, baseSequence int32, records (int32 count + records).
+    """
+    assert values, "a batch holds at least one record"
+    keys = keys or [None] * len(values)
+    records = b"".join(encode_record(i, 0, keys[i], value) for i, value in enumerate(values))
+    after_crc = struct.pack(
+        ">hiqqqhii",
+        0,                  # attributes: no compression, CreateTime, not transactional
+        len(values) - 1,    # lastOffsetDelta
+        timestamp_ms,       # baseTimestamp
+        timestamp_ms,       # maxTimestamp
+        -1,                 # producerId
+        -1,                 # producerEpoch
+        -1,                 # baseSequence
+        len(values),
+    ) + records
+    crc = crc32c(after_crc)
+    if corrupt_crc:
+        crc ^= 0x5A5A5A5A
+    after_length = struct.pack(">ibI", 0, 2, crc) + after_crc
+    return struct.pack(">qi", 0, len(after_length)) + after_length
+
+
+def produce_request_v9(correlation_id: int, topic: str, partition: int, records: bytes,
+                       acks: int = -1, timeout_ms: int = 10000) -> bytes:
+    """A complete framed Produce v9 request (flexible version: compact types, tagged fields)."""
+    partition_data = struct.pack(">i", partition) + compact_bytes(records) + NO_TAGGED_FIELDS
+    topic_data = compact_string(topic) + compact_array([partition_data]) + NO_TAGGED_FIELDS
+    body = (compact_string(None)  # transactional_id
+            + struct.pack(">hi", acks, timeout_ms)
+            + compact_array([topic_data])
+            + NO_TAGGED_FIELDS)
+    return frame(request_header_v2(API_PRODUCE, 9, correlation_id) + body)
+
+
+class Reader:
+    """Cursor over a response body."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+        self.position = 0
+
+    def take(self, count: int) -> bytes:
+        assert self.position + count <= len(self.data), (
+            f"response too short: need {count} bytes at {self.position}, have {len(self.data)}")
+        chunk = self.data[self.position:self.position + count]
+        self.position += count
+        return chunk
+
+    def unpack(self, layout: str):
+        values = struct.unpack(layout, self.take(struct.calcsize(layout)))
+        return values[0] if len(values) == 1 else values
+
+    def unsigned_varint(self) -> int:
+        shift = 0
+        value = 0
+        for _ in range(10):
+            byte = self.take(1)[0]
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return value
+            shift += 7
+        raise AssertionError("varint longer than 10 bytes")
+
+    def compact_string(self) -> Optional[str]:
+        length = self.unsigned_varint()
+        return None if length == 0 else self.take(length - 1).decode()
+
+    def compact_array_length(self) -> int:
+        length = self.unsigned_varint()
+        return -1 if length == 0 else length - 1
+
+    def skip_tagged_fields(self) -> None:
+        for _ in range(self.unsigned_varint()):
+            self.unsigned_varint()  # tag
+            self.take(self.unsigned_varint())
+
+
+@dataclass
+class ProducePartitionResponse:
+    topic: str
+    partition: int
+    error_code: int
+    base_offset: int
+    log_start_offset: int
+    error_message: Optional[str]
+
+
+def parse_produce_response_v9(body: bytes) -> list[ProducePartitionResponse]:
+    """Body of a Produce v9 response after the v1 response header (correlation id, tags)."""
+    reader = Reader(body)
+    results = []
+    for _ in range(reader.compact_array_length()):
+        topic = reader.compact_string()
+        for _ in range(reader.compact_array_length()):
+            partition, error_code, base_offset, _log_append_time, log_start_offset = reader.unpack(">ihqqq")
+            for _ in range(reader.compact_array_length()):
+                reader.unpack(">i")
+                reader.compact_string()
+                reader.skip_tagged_fields()
+            error_message = reader.compact_string()
+            reader.skip_tagged_fields()
+            results.append(ProducePartitionResponse(topic, partition, error_code, base_offset,
+                                                    log_start_offset, error_message))
+        reader.skip_tagged_fields()
+    reader.unpack(">i")  # throttle_time_ms
+    reader.skip_tagged_fields()
+    return results
+
+
+class ConnectionClosed(Exception):
+    pass
+
+
+class RawConnection:
+    """A plain TCP connection to the Kafka port, for hand-built frames."""
+
+    def __init__(self, broker_or_port, timeout_s: float = 10.0):
+        port = broker_or_port.port if isinstance(broker_or_port, Broker) else broker_or_port
+        self.sock = socket.create_connection((LOOPBACK, port), timeout=timeout_s)
+        self.sock.settimeout(timeout_s)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def recv_exact(self, count: int) -> bytes:
+        chunks = bytearray()
+        while len(chunks) < count:
+            try:
+                chunk = self.sock.recv(count - len(chunks))
+            except (ConnectionResetError, BrokenPipeError) as error:
+                raise ConnectionClosed(str(error)) from error
+            if not chunk:
+                raise ConnectionClosed(f"EOF after {len(chunks)} of {count} bytes")
+            chunks += chunk
+        return bytes(chunks)
+
+    def recv_frame(self) -> bytes:
+        (length,) = struct.unpack(">i", self.recv_exact(4))
+        assert 0 <= length <= 64 * 1024 * 1024, f"implausible response frame length {length}"
+        return self.recv_exact(length)
+
+    def closed_by_peer_within(self, timeout_s: float) -> bool:
+        """True if the broker closes (EOF or reset) within `timeout_s`, reading and discarding
+        anything it sends first; False if the connection is still open then."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                if not self.sock.recv(65536):
+                    return True
+            except socket.timeout:
+                return False
+            except (ConnectionResetError, BrokenPipeError):
+                return True
+        return False
+
+    def request(self, payload: bytes) -> bytes:
+        """Send one framed request and return the response frame (header included)."""
+        self.send(payload)
+        return self.recv_frame()
+
+
+def api_versions_v0(connection: RawConnection, correlation_id: int = 1) -> dict[int, tuple[int, int]]:
+    """ApiVersions v0 over a raw connection: {api_key: (min_version, max_version)}."""
+    response = Reader(connection.request(frame(request_header_v1(API_API_VERSIONS, 0, correlation_id))))
+    assert response.unpack(">i") == correlation_id
+    error_code = response.unpack(">h")
+    assert error_code == ERROR_NONE, f"ApiVersions v0 error {error_code}"
+    versions = {}
+    for _ in range(response.unpack(">i")):
+        api_key, low, high = response.unpack(">hhh")
+        versions[api_key] = (low, high)
+    return versions
+
+
+def raw_produce_v9(connection: RawConnection, correlation_id: int, topic: str, partition: int,
+                   batch: bytes) -> ProducePartitionResponse:
+    response = Reader(connection.request(produce_request_v9(correlation_id, topic, partition, batch)))
+    got_correlation_id = response.unpack(">i")
+    assert got_correlation_id == correlation_id, f"correlation id {got_correlation_id} != {correlation_id}"
+    response.skip_tagged_fields()  # response header v1
+    results = parse_produce_response_v9(response.data[response.position:])
+    assert len(results) == 1, f"expected one partition response, got {results}"
+    return results[0]
