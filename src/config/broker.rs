@@ -1,0 +1,365 @@
+//! Broker configuration: `karst server --config FILE --set key=value`.
+//!
+//! The TOML file holds flat, quoted Kafka keys (`"log.retention.ms" = 604800000`). Values
+//! given with `--set` override the file. Unknown keys and malformed values stop start-up with
+//! a message naming the key: a misspelled durability or retention setting must never fall
+//! back to a silent default.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context};
+
+use super::ConfigType;
+
+/// One broker key: name, type, default (as Kafka spells it), and what it does.
+pub struct KeyDef {
+    pub name: &'static str,
+    pub kind: ConfigType,
+    pub default: &'static str,
+    pub doc: &'static str,
+}
+
+macro_rules! keys {
+    ($($name:literal, $kind:ident, $default:literal, $doc:literal;)*) => {
+        &[$(KeyDef { name: $name, kind: ConfigType::$kind, default: $default, doc: $doc },)*]
+    };
+}
+
+/// Every broker key Karst accepts.
+pub const BROKER_KEYS: &[KeyDef] = keys![
+    "node.id", Int, "1", "This node's id.";
+    "broker.id", Int, "1", "Alias of node.id (older Kafka name).";
+    "process.roles", List, "broker,controller", "Roles of this node.";
+    "cluster.id", String, "", "Cluster id; generated when the data directory is formatted.";
+    "listeners", List, "PLAINTEXT://127.0.0.1:9092", "Kafka listeners (PLAINTEXT only for now).";
+    "advertised.listeners", List, "", "Listeners given to clients; defaults to listeners.";
+    "admin.listener", String, "127.0.0.1:9644", "HTTP address for /metrics and /health.";
+    "log.dirs", List, "./karst-data", "Data directory (one).";
+    "log.dir", String, "./karst-data", "Alias of log.dirs.";
+    "num.partitions", Int, "1", "Default partition count of new topics.";
+    "default.replication.factor", Int, "1", "Default replication factor of new topics.";
+    "auto.create.topics.enable", Boolean, "true", "Create unknown topics on Metadata requests.";
+    "delete.topic.enable", Boolean, "true", "Allow DeleteTopics.";
+    "min.insync.replicas", Int, "1", "Default min.insync.replicas of topics.";
+    "log.segment.bytes", Int, "1073741824", "Default segment.bytes.";
+    "log.roll.ms", Long, "604800000", "Default segment.ms.";
+    "log.roll.hours", Int, "168", "Default segment.ms, in hours (log.roll.ms wins).";
+    "log.retention.ms", Long, "604800000", "Default retention.ms.";
+    "log.retention.minutes", Int, "10080", "Default retention.ms, in minutes.";
+    "log.retention.hours", Int, "168", "Default retention.ms, in hours.";
+    "log.retention.bytes", Long, "-1", "Default retention.bytes.";
+    "log.retention.check.interval.ms", Long, "300000", "How often retention runs.";
+    "log.index.interval.bytes", Int, "4096", "Default index.interval.bytes.";
+    "log.flush.interval.messages", Long, "1", "Default flush.messages; 1 = fsync before acknowledging (Karst's default).";
+    "log.flush.interval.ms", Long, "9223372036854775807", "Default flush.ms.";
+    "log.flush.offset.checkpoint.interval.ms", Int, "60000", "How often recovery points are checkpointed.";
+    "log.message.timestamp.type", String, "CreateTime", "Default message.timestamp.type.";
+    "log.cleanup.policy", List, "delete", "Default cleanup.policy.";
+    "message.max.bytes", Int, "1048588", "Default max.message.bytes.";
+    "socket.request.max.bytes", Int, "104857600", "Largest request frame accepted.";
+    "connections.max.idle.ms", Long, "600000", "Idle connections are closed after this.";
+    "queued.max.request.bytes", Long, "536870912", "Bytes of requests in flight, all connections together.";
+    "max.connections", Int, "10000", "Most client connections open at once.";
+    "log.io.threads", Int, "2", "Storage threads (group commit).";
+    "max.incremental.fetch.session.cache.slots", Int, "1000", "Most incremental fetch sessions.";
+    "compression.type", String, "producer", "Broker default compression.type.";
+    "unclean.leader.election.enable", Boolean, "false", "Default unclean.leader.election.enable.";
+];
+
+pub fn key(name: &str) -> Option<&'static KeyDef> {
+    BROKER_KEYS.iter().find(|k| k.name == name)
+}
+
+/// The broker's settings, typed. `explicit` keeps what the operator set, for DescribeConfigs.
+#[derive(Clone, Debug)]
+pub struct BrokerConfig {
+    pub explicit: BTreeMap<String, String>,
+    pub node_id: i32,
+    pub cluster_id: Option<String>,
+    pub listener: SocketAddr,
+    pub advertised_host: String,
+    pub advertised_port: u16,
+    pub admin_listener: SocketAddr,
+    pub log_dir: PathBuf,
+    pub num_partitions: i32,
+    pub default_replication_factor: i16,
+    pub auto_create_topics: bool,
+    pub delete_topic_enable: bool,
+    pub retention_check_interval_ms: u64,
+    pub checkpoint_interval_ms: u64,
+    pub socket_request_bytes_max: usize,
+    pub connections_idle_ms: u64,
+    pub queued_request_bytes_max: usize,
+    pub connections_max: usize,
+    pub storage_threads: usize,
+    pub fetch_session_slots: usize,
+}
+
+impl BrokerConfig {
+    /// Reads the optional TOML file, applies `--set` pairs, validates everything.
+    pub fn load(file: Option<&std::path::Path>, sets: &[String]) -> anyhow::Result<BrokerConfig> {
+        let mut explicit = BTreeMap::new();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading config file {}", path.display()))?;
+            let table: toml::Table = text
+                .parse()
+                .with_context(|| format!("parsing config file {}", path.display()))?;
+            for (name, value) in table {
+                let value = match value {
+                    toml::Value::String(s) => s,
+                    toml::Value::Integer(i) => i.to_string(),
+                    toml::Value::Float(f) => f.to_string(),
+                    toml::Value::Boolean(b) => b.to_string(),
+                    toml::Value::Array(items) => items
+                        .iter()
+                        .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    other => bail!(
+                        "config key `{name}` in {}: unsupported value {other}",
+                        path.display()
+                    ),
+                };
+                explicit.insert(name, value);
+            }
+        }
+        for pair in sets {
+            let (name, value) = pair
+                .split_once('=')
+                .ok_or_else(|| anyhow!("--set expects key=value, got `{pair}`"))?;
+            explicit.insert(name.trim().to_owned(), value.trim().to_owned());
+        }
+        Self::from_explicit(explicit)
+    }
+
+    pub fn from_explicit(explicit: BTreeMap<String, String>) -> anyhow::Result<BrokerConfig> {
+        for (name, value) in &explicit {
+            let Some(def) = key(name) else {
+                bail!("unknown config key `{name}` (Karst uses Kafka's key names; see docs/CONFIG.md)");
+            };
+            def.kind
+                .check(value)
+                .map_err(|problem| anyhow!("invalid value for config key `{name}`: {problem}"))?;
+        }
+        let config = BrokerConfig::typed(explicit)?;
+        Ok(config)
+    }
+
+    /// The effective string value of a key: explicit, else default.
+    pub fn value(&self, name: &str) -> String {
+        self.explicit
+            .get(name)
+            .cloned()
+            .or_else(|| key(name).map(|k| k.default.to_owned()))
+            .unwrap_or_default()
+    }
+
+    fn long(&self, name: &str) -> i64 {
+        self.value(name)
+            .trim()
+            .parse()
+            .expect("validated against its type")
+    }
+
+    fn int_key(explicit: &BTreeMap<String, String>, name: &str) -> i64 {
+        explicit
+            .get(name)
+            .map(String::as_str)
+            .or_else(|| key(name).map(|k| k.default))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("validated against its type")
+    }
+
+    fn typed(explicit: BTreeMap<String, String>) -> anyhow::Result<BrokerConfig> {
+        let get = |name: &str| {
+            explicit
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| key(name).expect("declared").default.to_owned())
+        };
+        let positive = |name: &str| -> anyhow::Result<i64> {
+            let value = Self::int_key(&explicit, name);
+            if value <= 0 {
+                bail!("invalid value for config key `{name}`: must be positive, got {value}");
+            }
+            Ok(value)
+        };
+        let node_id = if explicit.contains_key("node.id") || !explicit.contains_key("broker.id") {
+            Self::int_key(&explicit, "node.id")
+        } else {
+            Self::int_key(&explicit, "broker.id")
+        } as i32;
+        let listeners = get("listeners");
+        let listener_text = listeners
+            .split(',')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        let listener = parse_listener(&listener_text)
+            .with_context(|| "invalid value for config key `listeners`")?;
+        let advertised_text = match get("advertised.listeners") {
+            text if text.is_empty() => listener_text.clone(),
+            text => text.split(',').next().unwrap_or_default().trim().to_owned(),
+        };
+        let (advertised_host, advertised_port) = parse_host_port(&advertised_text)
+            .with_context(|| "invalid value for config key `advertised.listeners`")?;
+        let admin_listener: SocketAddr = get("admin.listener")
+            .parse()
+            .map_err(|error| anyhow!("invalid value for config key `admin.listener`: {error}"))?;
+        let log_dir = if explicit.contains_key("log.dirs") || !explicit.contains_key("log.dir") {
+            get("log.dirs")
+        } else {
+            get("log.dir")
+        };
+        if log_dir.contains(',') {
+            bail!("invalid value for config key `log.dirs`: Karst supports one log directory, got `{log_dir}`");
+        }
+        let timestamp_type = get("log.message.timestamp.type");
+        if !matches!(timestamp_type.as_str(), "CreateTime" | "LogAppendTime") {
+            bail!("invalid value for config key `log.message.timestamp.type`: `{timestamp_type}` is not CreateTime or LogAppendTime");
+        }
+        let replication = positive("default.replication.factor")?;
+        let cluster_id = Some(get("cluster.id")).filter(|id| !id.is_empty());
+        Ok(BrokerConfig {
+            node_id,
+            cluster_id,
+            listener,
+            advertised_host,
+            advertised_port: if advertised_port == 0 {
+                listener.port()
+            } else {
+                advertised_port
+            },
+            admin_listener,
+            log_dir: PathBuf::from(log_dir.trim()),
+            num_partitions: positive("num.partitions")? as i32,
+            default_replication_factor: replication as i16,
+            auto_create_topics: get("auto.create.topics.enable") == "true",
+            delete_topic_enable: get("delete.topic.enable") == "true",
+            retention_check_interval_ms: positive("log.retention.check.interval.ms")? as u64,
+            checkpoint_interval_ms: positive("log.flush.offset.checkpoint.interval.ms")? as u64,
+            socket_request_bytes_max: positive("socket.request.max.bytes")? as usize,
+            connections_idle_ms: positive("connections.max.idle.ms")? as u64,
+            queued_request_bytes_max: positive("queued.max.request.bytes")? as usize,
+            connections_max: positive("max.connections")? as usize,
+            storage_threads: positive("log.io.threads")? as usize,
+            fetch_session_slots: Self::int_key(
+                &explicit,
+                "max.incremental.fetch.session.cache.slots",
+            )
+            .max(0) as usize,
+            explicit,
+        })
+    }
+
+    /// The broker-level default of a topic config, with the broker key it came from when
+    /// the operator set one: `(value, Some(broker key))` or `(value, None)` for built-in.
+    pub fn topic_default(&self, broker_keys: &[&str]) -> (String, Option<&'static str>) {
+        for name in broker_keys {
+            if self.explicit.contains_key(*name) {
+                let def = key(name).expect("declared");
+                let value = self.value(name);
+                // Unit conversion for the hours/minutes aliases.
+                let value = match *name {
+                    "log.retention.hours" | "log.roll.hours" => {
+                        (self.long(name) * 3_600_000).to_string()
+                    }
+                    "log.retention.minutes" => (self.long(name) * 60_000).to_string(),
+                    _ => value,
+                };
+                return (value, Some(def.name));
+            }
+        }
+        let first = broker_keys.first().and_then(|n| key(n)).expect("declared");
+        (first.default.to_owned(), None)
+    }
+}
+
+fn parse_host_port(text: &str) -> anyhow::Result<(String, u16)> {
+    let address = text
+        .strip_prefix("PLAINTEXT://")
+        .ok_or_else(|| anyhow!("`{text}`: only PLAINTEXT://host:port listeners are supported"))?;
+    let (host, port) = address
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow!("`{text}`: expected PLAINTEXT://host:port"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|error| anyhow!("`{text}`: bad port: {error}"))?;
+    Ok((host.trim_matches(['[', ']']).to_owned(), port))
+}
+
+fn parse_listener(text: &str) -> anyhow::Result<SocketAddr> {
+    let (host, port) = parse_host_port(text)?;
+    let host = if host.is_empty() {
+        "0.0.0.0".to_owned()
+    } else {
+        host
+    };
+    let host = if host == "localhost" {
+        "127.0.0.1".to_owned()
+    } else {
+        host
+    };
+    format!("{host}:{port}")
+        .parse()
+        .or_else(|_| format!("[{host}]:{port}").parse())
+        .map_err(|error| anyhow!("`{text}`: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sets(pairs: &[&str]) -> Vec<String> {
+        pairs.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn no_arguments_give_a_single_node_on_the_default_port() {
+        let config = BrokerConfig::load(None, &[]).unwrap();
+        assert_eq!(config.listener.to_string(), "127.0.0.1:9092");
+        assert_eq!(config.log_dir, PathBuf::from("./karst-data"));
+        assert_eq!(config.node_id, 1);
+    }
+
+    #[test]
+    fn a_misspelled_key_is_refused_by_name() {
+        let error = BrokerConfig::load(None, &sets(&["log.retention.hourz=5"])).unwrap_err();
+        assert!(
+            error.to_string().contains("`log.retention.hourz`"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_is_refused_by_name() {
+        let error = BrokerConfig::load(None, &sets(&["num.partitions=many"])).unwrap_err();
+        assert!(error.to_string().contains("`num.partitions`"), "{error}");
+    }
+
+    #[test]
+    fn the_toml_file_and_set_overrides_combine() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("karst.toml");
+        std::fs::write(&path, "\"num.partitions\" = 3\n\"log.dirs\" = \"/tmp/x\"\n").unwrap();
+        let config = BrokerConfig::load(Some(&path), &sets(&["num.partitions=6"])).unwrap();
+        assert_eq!(config.num_partitions, 6);
+        assert_eq!(config.log_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn hour_aliases_become_milliseconds_for_topic_defaults() {
+        let config = BrokerConfig::load(None, &sets(&["log.retention.hours=2"])).unwrap();
+        let (value, source) = config.topic_default(&[
+            "log.retention.ms",
+            "log.retention.minutes",
+            "log.retention.hours",
+        ]);
+        assert_eq!(value, "7200000");
+        assert_eq!(source, Some("log.retention.hours"));
+    }
+}

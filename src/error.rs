@@ -1,0 +1,52 @@
+//! Errors answered to clients: a Kafka error code with a message for the response's
+//! `error_message` field and the broker log.
+
+use proto_kafka::ResponseError;
+
+#[derive(Clone, Debug)]
+pub struct ApiError {
+    pub code: ResponseError,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ResponseError, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn code(&self) -> i16 {
+        self.code.code()
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "{:?}: {}", self.code, self.message)
+    }
+}
+
+impl From<&karst_storage::LogError> for ApiError {
+    fn from(error: &karst_storage::LogError) -> ApiError {
+        use karst_storage::LogError;
+        let code = match error {
+            LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+            LogError::Offline(_) | LogError::Io { .. } => ResponseError::KafkaStorageError,
+        };
+        ApiError::new(code, error.to_string())
+    }
+}
+
+impl From<&karst_storage::BatchError> for ApiError {
+    fn from(error: &karst_storage::BatchError) -> ApiError {
+        use karst_storage::BatchError;
+        let code = match error {
+            BatchError::Corrupt(_) => ResponseError::CorruptMessage,
+            BatchError::Invalid(_) => ResponseError::InvalidRecord,
+            BatchError::TooLarge { .. } => ResponseError::MessageTooLarge,
+        };
+        ApiError::new(code, error.to_string())
+    }
+}

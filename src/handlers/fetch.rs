@@ -1,0 +1,239 @@
+//! Fetch: read whole batches from each requested partition, long-polling until `min_bytes`
+//! are available or `max_wait_ms` passes, within `max_bytes` and `partition_max_bytes`, in
+//! full or incremental fetch sessions.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use proto_kafka::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use proto_kafka::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
+use proto_kafka::protocol::StrBytes;
+use proto_kafka::ResponseError;
+use tokio::sync::futures::Notified;
+
+use karst_storage::{LogError, Offset, TopicPartition};
+
+use super::RequestContext;
+use crate::broker::SharedBroker;
+use crate::fetch_session::{PartitionKey, SessionPartition, SessionUse};
+use crate::replica::Partition;
+
+/// Longest a fetch may wait, whatever the client asks: bounds parked requests.
+pub const FETCH_WAIT_MS_MAX: i32 = 30_000;
+
+/// One partition's read outcome.
+struct PartitionRead {
+    key: PartitionKey,
+    error: Option<ResponseError>,
+    high_watermark: i64,
+    log_start_offset: i64,
+    records: Bytes,
+}
+
+pub async fn handle(
+    broker: SharedBroker,
+    context: RequestContext,
+    request: FetchRequest,
+) -> FetchResponse {
+    let version = context.api_version;
+    let requested: Vec<(PartitionKey, SessionPartition)> = request
+        .topics
+        .iter()
+        .flat_map(|topic| {
+            topic.partitions.iter().map(move |p| {
+                (
+                    (topic.topic.to_string(), p.partition),
+                    SessionPartition {
+                        fetch_offset: p.fetch_offset,
+                        partition_max_bytes: p.partition_max_bytes,
+                        ..SessionPartition::default()
+                    },
+                )
+            })
+        })
+        .collect();
+    let forgotten: Vec<PartitionKey> = request
+        .forgotten_topics_data
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(move |p| (t.topic.to_string(), *p)))
+        .collect();
+    let (session_epoch, session_id) = if version >= 7 {
+        (request.session_epoch, request.session_id)
+    } else {
+        (-1, 0)
+    };
+    let session = match broker.fetch_sessions.begin(
+        session_id,
+        session_epoch,
+        requested.clone(),
+        forgotten,
+        request.replica_id.0 >= 0,
+    ) {
+        Ok(session) => session,
+        Err(error) => {
+            return FetchResponse::default()
+                .with_error_code(error.code())
+                .with_session_id(0);
+        }
+    };
+    let (response_session_id, wanted, incremental) = match session {
+        SessionUse::Sessionless => (0, requested, None),
+        SessionUse::New(id) => (id, requested, None),
+        SessionUse::Incremental(id, partitions) => {
+            let previous = partitions.clone();
+            (id, partitions.into_iter().collect(), Some(previous))
+        }
+    };
+    let hosted: Vec<Option<Arc<Partition>>> = wanted
+        .iter()
+        .map(|((topic, index), _)| {
+            broker
+                .replicas
+                .partition(&TopicPartition::new(topic.clone(), *index))
+        })
+        .collect();
+    let max_wait = Duration::from_millis(request.max_wait_ms.clamp(0, FETCH_WAIT_MS_MAX) as u64);
+    let deadline = tokio::time::Instant::now() + max_wait;
+    let min_bytes = request.min_bytes.max(0) as usize;
+    let max_bytes = if request.max_bytes <= 0 {
+        i32::MAX as usize
+    } else {
+        request.max_bytes as usize
+    };
+    let reads = loop {
+        // Register interest before reading, so an append between the read and the wait
+        // still wakes us.
+        let mut wakers: Vec<Pin<Box<Notified<'_>>>> = hosted
+            .iter()
+            .flatten()
+            .map(|p| Box::pin(p.appended.notified()))
+            .collect();
+        for waker in &mut wakers {
+            waker.as_mut().enable();
+        }
+        let reads = read_all(&wanted, &hosted, max_bytes);
+        let bytes: usize = reads.iter().map(|r| r.records.len()).sum();
+        let failed = reads.iter().any(|r| r.error.is_some());
+        if bytes >= min_bytes.max(1)
+            || failed
+            || tokio::time::Instant::now() >= deadline
+            || min_bytes == 0 && bytes > 0
+        {
+            break reads;
+        }
+        if min_bytes == 0 {
+            break reads;
+        }
+        if wakers.is_empty() {
+            tokio::time::sleep_until(deadline).await;
+        } else {
+            tokio::select! {
+                _ = futures_util::future::select_all(wakers) => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    };
+    if response_session_id != 0 {
+        let reported: Vec<_> = reads
+            .iter()
+            .map(|r| (r.key.clone(), r.high_watermark, r.log_start_offset))
+            .collect();
+        broker.fetch_sessions.record(response_session_id, &reported);
+    }
+    let mut topics: Vec<FetchableTopicResponse> = Vec::new();
+    for read in reads {
+        if let Some(previous) = &incremental {
+            let before = &previous[&read.key];
+            let changed = !read.records.is_empty()
+                || read.error.is_some()
+                || read.high_watermark != before.last_high_watermark
+                || read.log_start_offset != before.last_log_start_offset;
+            if !changed {
+                continue;
+            }
+        }
+        let topic = read.key.0.clone();
+        metrics::counter!("kafka_server_brokertopicmetrics_bytesout_total", "topic" => topic.clone())
+            .increment(read.records.len() as u64);
+        let data = PartitionData::default()
+            .with_partition_index(read.key.1)
+            .with_error_code(read.error.map_or(0, |e| e.code()))
+            .with_high_watermark(read.high_watermark)
+            .with_last_stable_offset(read.high_watermark)
+            .with_log_start_offset(read.log_start_offset)
+            .with_aborted_transactions(if request.isolation_level == 1 {
+                Some(Vec::new())
+            } else {
+                None
+            })
+            .with_preferred_read_replica(BrokerId(-1))
+            .with_records(Some(read.records));
+        match topics.last_mut() {
+            Some(last) if last.topic.0.as_str() == topic => last.partitions.push(data),
+            _ => topics.push(
+                FetchableTopicResponse::default()
+                    .with_topic(TopicName(StrBytes::from_string(topic)))
+                    .with_partitions(vec![data]),
+            ),
+        }
+    }
+    FetchResponse::default()
+        .with_session_id(response_session_id)
+        .with_responses(topics)
+}
+
+/// Reads every wanted partition, within the response's `max_bytes` overall.
+fn read_all(
+    wanted: &[(PartitionKey, SessionPartition)],
+    hosted: &[Option<Arc<Partition>>],
+    max_bytes: usize,
+) -> Vec<PartitionRead> {
+    let mut remaining = max_bytes;
+    let mut reads = Vec::with_capacity(wanted.len());
+    for ((key, position), partition) in wanted.iter().zip(hosted) {
+        let Some(partition) = partition else {
+            reads.push(PartitionRead {
+                key: key.clone(),
+                error: Some(ResponseError::UnknownTopicOrPartition),
+                high_watermark: -1,
+                log_start_offset: -1,
+                records: Bytes::new(),
+            });
+            continue;
+        };
+        let offsets = partition.log.offsets();
+        let limit = (position.partition_max_bytes.max(0) as usize).min(remaining);
+        let (error, records) = if limit == 0 && remaining == 0 {
+            (None, Bytes::new())
+        } else {
+            match partition
+                .log
+                .read(Offset(position.fetch_offset), limit.max(1))
+            {
+                Ok(records) => (None, records),
+                Err(error @ LogError::OffsetOutOfRange { .. }) => (
+                    Some(crate::error::ApiError::from(&error).code),
+                    Bytes::new(),
+                ),
+                Err(error) => {
+                    tracing::warn!(partition = %partition.topic_partition, %error, "fetch read failed");
+                    (
+                        Some(crate::error::ApiError::from(&error).code),
+                        Bytes::new(),
+                    )
+                }
+            }
+        };
+        remaining = remaining.saturating_sub(records.len());
+        reads.push(PartitionRead {
+            key: key.clone(),
+            error,
+            high_watermark: offsets.high_watermark.0,
+            log_start_offset: offsets.log_start_offset.0,
+            records,
+        });
+    }
+    reads
+}

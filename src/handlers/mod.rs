@@ -1,0 +1,193 @@
+//! Kafka API handlers: one file per API, registered in one table.
+//!
+//! [`registry!`] maps each API key to its handler and supported version range. Dispatch
+//! and the ApiVersions response are both generated from that table, so an API is
+//! advertised exactly when it is served.
+//!
+//! Every handler has the same shape: decode (done here, generically) -> validate -> act ->
+//! encode (done here). Most handlers are `async fn handle(broker, context, request) ->
+//! Response`. Produce is *eager*: its `handle` validates and queues the append before
+//! returning the future that awaits durability, so appends from one connection reach the
+//! log in request order even though responses are awaited concurrently.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use bytes::{Bytes, BytesMut};
+use proto_kafka::messages::{ApiKey, RequestHeader, ResponseHeader};
+use proto_kafka::protocol::{Decodable, Encodable, Request};
+
+use crate::broker::SharedBroker;
+
+pub mod alter_configs;
+pub mod api_versions;
+pub mod create_partitions;
+pub mod create_topics;
+pub mod delete_topics;
+pub mod describe_cluster;
+pub mod describe_configs;
+pub mod fetch;
+pub mod incremental_alter_configs;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+
+/// A response still being computed; `None` means "send nothing" (acks=0 produce).
+pub type Reply<T> = Pin<Box<dyn Future<Output = Option<T>> + Send>>;
+
+/// The request's identity, for handlers that need more than the body.
+#[derive(Clone, Debug)]
+pub struct RequestContext {
+    pub api_version: i16,
+    pub correlation_id: i32,
+    pub client_id: Option<String>,
+}
+
+/// A served API and its version range.
+#[derive(Clone, Copy, Debug)]
+pub struct ApiSpec {
+    pub key: ApiKey,
+    pub min_version: i16,
+    pub max_version: i16,
+}
+
+/// Why a request could not be handled at all (the connection is closed).
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error("unknown api key {0}")]
+    UnknownApiKey(i16),
+    #[error("{api:?} v{version} is not supported (supported: v{min}..=v{max})")]
+    UnsupportedVersion {
+        api: ApiKey,
+        version: i16,
+        min: i16,
+        max: i16,
+    },
+    #[error("malformed {api:?} v{version} request: {source}")]
+    Malformed {
+        api: ApiKey,
+        version: i16,
+        #[source]
+        source: proto_kafka::ProtoError,
+    },
+}
+
+/// Encodes a complete response frame (length prefix, header, body).
+pub fn encode_response<T: Encodable>(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &T,
+) -> Bytes {
+    let mut buffer = BytesMut::with_capacity(256);
+    buffer.extend_from_slice(&[0, 0, 0, 0]);
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    header
+        .encode(&mut buffer, api.response_header_version(version))
+        .expect("a response header always encodes");
+    body.encode(&mut buffer, version)
+        .expect("responses built by handlers fit their version");
+    let length = (buffer.len() - 4) as u32;
+    buffer[..4].copy_from_slice(&length.to_be_bytes());
+    buffer.freeze()
+}
+
+/// Decodes `body` as `R`, runs `handler`, and encodes what it answers.
+fn serve<R, F>(
+    broker: &SharedBroker,
+    api: ApiKey,
+    header: &RequestHeader,
+    mut body: Bytes,
+    handler: F,
+) -> Result<Pin<Box<dyn Future<Output = Option<Bytes>> + Send>>, DispatchError>
+where
+    R: Request + Decodable,
+    R::Response: Encodable + Send + 'static,
+    F: FnOnce(SharedBroker, RequestContext, R) -> Reply<R::Response>,
+{
+    let version = header.request_api_version;
+    let request = R::decode(&mut body, version).map_err(|source| DispatchError::Malformed {
+        api,
+        version,
+        source,
+    })?;
+    let context = RequestContext {
+        api_version: version,
+        correlation_id: header.correlation_id,
+        client_id: header.client_id.as_ref().map(|c| c.to_string()),
+    };
+    let reply = handler(SharedBroker::clone(broker), context, request);
+    let correlation_id = header.correlation_id;
+    Ok(Box::pin(async move {
+        let response = reply.await?;
+        Some(encode_response(api, version, correlation_id, &response))
+    }))
+}
+
+/// Wraps an `async fn` handler into a [`Reply`].
+fn lazy<R, Fut>(
+    handler: fn(SharedBroker, RequestContext, R) -> Fut,
+) -> impl FnOnce(SharedBroker, RequestContext, R) -> Reply<Fut::Output>
+where
+    Fut: Future + Send + 'static,
+    R: 'static,
+{
+    move |broker, context, request| {
+        let future = handler(broker, context, request);
+        Box::pin(async move { Some(future.await) })
+    }
+}
+
+macro_rules! registry {
+    ($( $key:ident => $module:ident :: $request:ident, $min:literal ..= $max:literal, $style:ident; )*) => {
+        /// Every API this broker serves, with its version range.
+        pub const APIS: &[ApiSpec] = &[
+            $( ApiSpec { key: ApiKey::$key, min_version: $min, max_version: $max }, )*
+        ];
+
+        /// Routes a request to its handler. The future yields the encoded response frame.
+        pub fn dispatch(
+            broker: &SharedBroker,
+            header: &RequestHeader,
+            body: Bytes,
+        ) -> Result<Pin<Box<dyn Future<Output = Option<Bytes>> + Send>>, DispatchError> {
+            let api = ApiKey::try_from(header.request_api_key)
+                .map_err(|()| DispatchError::UnknownApiKey(header.request_api_key))?;
+            let spec = find(api).ok_or(DispatchError::UnknownApiKey(header.request_api_key))?;
+            let version = header.request_api_version;
+            if version < spec.min_version || version > spec.max_version {
+                return Err(DispatchError::UnsupportedVersion {
+                    api, version, min: spec.min_version, max: spec.max_version,
+                });
+            }
+            match api {
+                $( ApiKey::$key => serve::<proto_kafka::messages::$request, _>(
+                    broker, api, header, body, registry!(@style $style, $module)
+                ), )*
+                _ => Err(DispatchError::UnknownApiKey(header.request_api_key)),
+            }
+        }
+    };
+    (@style lazy, $module:ident) => { lazy($module::handle) };
+    (@style eager, $module:ident) => { $module::handle };
+}
+
+registry! {
+    Produce => produce::ProduceRequest, 3..=12, eager;
+    Fetch => fetch::FetchRequest, 4..=12, lazy;
+    ListOffsets => list_offsets::ListOffsetsRequest, 1..=8, lazy;
+    Metadata => metadata::MetadataRequest, 0..=12, lazy;
+    ApiVersions => api_versions::ApiVersionsRequest, 0..=4, lazy;
+    CreateTopics => create_topics::CreateTopicsRequest, 2..=7, lazy;
+    DeleteTopics => delete_topics::DeleteTopicsRequest, 1..=6, lazy;
+    DescribeConfigs => describe_configs::DescribeConfigsRequest, 1..=4, lazy;
+    AlterConfigs => alter_configs::AlterConfigsRequest, 0..=2, lazy;
+    CreatePartitions => create_partitions::CreatePartitionsRequest, 0..=3, lazy;
+    IncrementalAlterConfigs => incremental_alter_configs::IncrementalAlterConfigsRequest, 0..=1, lazy;
+    DescribeCluster => describe_cluster::DescribeClusterRequest, 0..=1, lazy;
+}
+
+/// The registry entry of `api`, if served.
+pub fn find(api: ApiKey) -> Option<&'static ApiSpec> {
+    APIS.iter().find(|spec| spec.key == api)
+}

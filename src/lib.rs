@@ -1,0 +1,32 @@
+//! Karst: a Kafka-compatible event-streaming broker in one binary.
+//!
+//! # Layout
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`server`] | `karst server`: start-up (format, recover, listen), background tasks, shutdown |
+//! | [`config`] | broker and topic configs with Kafka's names, types and defaults |
+//! | [`network`] | listener, connection loop, frame limits, in-order pipelined responses |
+//! | [`handlers`] | one file per Kafka API, the registry that dispatches and feeds ApiVersions |
+//! | [`controller`] | topic create/delete/partitions/config decisions -> metadata records |
+//! | [`metadata`] | metadata image, records, the durable record journal |
+//! | [`replica`] | the replica manager: hosted partitions, appends, reads |
+//! | [`fetch_session`] | incremental fetch sessions (KIP-227) |
+//! | [`admin`] | admin HTTP listener: `/metrics` (Prometheus) and `/health` |
+//! | [`client`], [`cli`] | a small Kafka client and the `karst topics|produce|consume` tools |
+//!
+//! Storage (segments, indexes, group commit, recovery) is the `karst-storage` crate.
+
+pub mod admin;
+pub mod broker;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod controller;
+pub mod error;
+pub mod fetch_session;
+pub mod handlers;
+pub mod metadata;
+pub mod network;
+pub mod replica;
+pub mod server;

@@ -1,0 +1,247 @@
+//! `karst server`: load config, format or check the data directory, recover logs, replay
+//! metadata, listen, run background tasks, and shut down cleanly on SIGTERM/SIGINT.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use karst_storage::{LogConfig, LogManager, LogManagerOptions, PortableBackend};
+
+use crate::broker::Broker;
+use crate::config::BrokerConfig;
+use crate::fetch_session::FetchSessionCache;
+use crate::metadata::MetadataStore;
+use crate::replica::ReplicaManager;
+
+/// Arguments of `karst server`.
+#[derive(clap::Args, Debug)]
+pub struct ServerArgs {
+    /// TOML file of broker settings with Kafka's key names (`"log.retention.ms" = 3600000`).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Sets one broker key, overriding the file (repeatable): `--set num.partitions=6`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+}
+
+/// How often partition size gauges are refreshed.
+const SIZE_METRICS_INTERVAL: Duration = Duration::from_secs(5);
+/// How often logs in `flush.ms` mode are checked for a due sync.
+const FLUSH_CHECK_INTERVAL: Duration = Duration::from_millis(200);
+/// The data directory's identity file, in Kafka's format.
+const META_PROPERTIES: &str = "meta.properties";
+
+pub fn run(args: ServerArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = BrokerConfig::load(args.config.as_deref(), &args.sets)?;
+    let source = match &args.config {
+        Some(path) => format!("{} + {} --set", path.display(), args.sets.len()),
+        None if args.sets.is_empty() => "defaults".to_owned(),
+        None => format!("defaults + {} --set", args.sets.len()),
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("karst-net")
+        .build()?
+        .block_on(serve(config, source))
+}
+
+/// A base64url (no padding) UUID, the shape of Kafka cluster ids.
+fn new_cluster_id() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bytes = uuid::Uuid::new_v4().into_bytes();
+    let mut bits: u32 = 0;
+    let mut bit_count = 0;
+    let mut out = String::with_capacity(22);
+    for byte in bytes {
+        bits = (bits << 8) | u32::from(byte);
+        bit_count += 8;
+        while bit_count >= 6 {
+            bit_count -= 6;
+            out.push(ALPHABET[((bits >> bit_count) & 0x3f) as usize] as char);
+        }
+    }
+    if bit_count > 0 {
+        out.push(ALPHABET[((bits << (6 - bit_count)) & 0x3f) as usize] as char);
+    }
+    out
+}
+
+/// Reads `meta.properties`, or writes it on first start (the no-argument single node
+/// formats itself). Refuses a directory that belongs to another node or cluster.
+fn format_or_check(dir: &Path, config: &BrokerConfig) -> anyhow::Result<String> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating data directory {}", dir.display()))?;
+    let path = dir.join(META_PROPERTIES);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(&format!("{name}=")))
+                .map(str::to_owned)
+        };
+        let cluster_id =
+            field("cluster.id").with_context(|| format!("{} has no cluster.id", path.display()))?;
+        let node_id: i32 = field("node.id")
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("{} has no node.id", path.display()))?;
+        if node_id != config.node_id {
+            bail!(
+                "data directory {} belongs to node.id {node_id}, but this node is node.id {}",
+                dir.display(),
+                config.node_id
+            );
+        }
+        if let Some(expected) = &config.cluster_id {
+            if *expected != cluster_id {
+                bail!(
+                    "data directory {} belongs to cluster {cluster_id}, not {expected}",
+                    dir.display()
+                );
+            }
+        }
+        return Ok(cluster_id);
+    }
+    let cluster_id = config.cluster_id.clone().unwrap_or_else(new_cluster_id);
+    let text = format!(
+        "#\n#Written by karst server\nversion=1\ncluster.id={cluster_id}\nnode.id={}\n",
+        config.node_id
+    );
+    let temporary = dir.join("meta.properties.tmp");
+    std::fs::write(&temporary, text)?;
+    std::fs::File::open(&temporary)?.sync_all()?;
+    std::fs::rename(&temporary, &path)?;
+    karst_storage::io::sync_directory(dir)?;
+    tracing::info!(dir = %dir.display(), %cluster_id, "formatted data directory");
+    Ok(cluster_id)
+}
+
+async fn serve(config: BrokerConfig, source: String) -> anyhow::Result<()> {
+    let metrics = crate::admin::install_recorder()?;
+    let dir = config.log_dir.clone();
+    let cluster_id = format_or_check(&dir, &config)?;
+    let default_log_config = LogConfig::default();
+    let options = LogManagerOptions {
+        dir: dir.clone(),
+        storage_threads: config.storage_threads,
+        backend: Arc::new(PortableBackend),
+    };
+    let logs = tokio::task::spawn_blocking(move || LogManager::open(options, &default_log_config))
+        .await?
+        .context("opening the log directory")?;
+    let logs = Arc::new(logs);
+    metrics::gauge!("karst_storage_io_backend", "backend" => logs.backend_name()).set(1.0);
+    let metadata = MetadataStore::open(&dir, cluster_id.clone())?;
+    let replicas = ReplicaManager::new(config.node_id, Arc::clone(&logs));
+    replicas.apply_image(&metadata.image(), &config)?;
+    let listener = TcpListener::bind(config.listener)
+        .await
+        .with_context(|| format!("cannot listen on {} (listeners)", config.listener))?;
+    let admin_listener = TcpListener::bind(config.admin_listener)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (admin.listener)",
+                config.admin_listener
+            )
+        })?;
+    let broker = Arc::new(Broker {
+        fetch_sessions: FetchSessionCache::new(config.fetch_session_slots),
+        config,
+        metadata,
+        replicas,
+    });
+    let (shutdown_sender, shutdown) = watch::channel(false);
+    tracing::info!(
+        listener = %broker.config.listener,
+        advertised = %format!("{}:{}", broker.config.advertised_host, broker.config.advertised_port),
+        admin = %broker.config.admin_listener,
+        data_dir = %dir.display(),
+        io_backend = logs.backend_name(),
+        config_source = %source,
+        node_id = broker.config.node_id,
+        %cluster_id,
+        "Karst is ready"
+    );
+    let network = tokio::spawn(crate::network::serve(
+        listener,
+        Arc::clone(&broker),
+        shutdown.clone(),
+    ));
+    let admin = tokio::spawn(crate::admin::serve(
+        admin_listener,
+        metrics,
+        shutdown.clone(),
+    ));
+    let maintenance = tokio::spawn(maintain(Arc::clone(&broker), shutdown.clone()));
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    let _ = shutdown_sender.send(true);
+    let _ = network.await;
+    let _ = admin.await;
+    let _ = maintenance.await;
+    // In-flight appends finish inside LogManager::shutdown before logs are closed.
+    tokio::task::spawn_blocking(move || logs.shutdown())
+        .await?
+        .context("closing logs")?;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}
+
+/// Retention, checkpoints, deferred flushes and size gauges, until shutdown.
+async fn maintain(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    let mut retention = tokio::time::interval(Duration::from_millis(
+        broker.config.retention_check_interval_ms,
+    ));
+    let mut checkpoint =
+        tokio::time::interval(Duration::from_millis(broker.config.checkpoint_interval_ms));
+    let mut flush = tokio::time::interval(FLUSH_CHECK_INTERVAL);
+    let mut sizes = tokio::time::interval(SIZE_METRICS_INTERVAL);
+    let logs = Arc::clone(broker.replicas.logs());
+    loop {
+        let logs = Arc::clone(&logs);
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = retention.tick() => {
+                let _ = tokio::task::spawn_blocking(move || logs.apply_retention()).await;
+            }
+            _ = checkpoint.tick() => {
+                let outcome = tokio::task::spawn_blocking(move || logs.checkpoint()).await;
+                if let Ok(Err(error)) = outcome {
+                    tracing::error!(%error, "writing checkpoints failed");
+                }
+            }
+            _ = flush.tick() => {
+                let _ = tokio::task::spawn_blocking(move || logs.flush_due()).await;
+            }
+            _ = sizes.tick() => {
+                for log in logs.all() {
+                    let partition = log.topic_partition();
+                    metrics::gauge!(
+                        "kafka_log_log_size_bytes",
+                        "topic" => partition.topic.clone(),
+                        "partition" => partition.partition.to_string()
+                    )
+                    .set(log.size_bytes() as f64);
+                }
+            }
+        }
+    }
+}
