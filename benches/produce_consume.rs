@@ -1,0 +1,229 @@
+//! End-to-end throughput and latency benchmark, run with `scripts/bench`
+//! (`cargo bench --bench produce_consume`).
+//!
+//! In one run, on one filesystem: the disk's own synced-write figure (`dd oflag=dsync`),
+//! then a real `karst server` driven by librdkafka (the `rdkafka` crate): 500,000 records of
+//! 200 bytes produced with acks=all, per-record latency from send to delivery report; then
+//! all of them consumed. Done twice: with Karst's default fsync-before-ack, and with
+//! Kafka-style deferred flushing (`log.flush.interval.messages` = Long.MAX) as the baseline
+//! that shows what durability costs. Prints a Markdown table.
+//!
+//! `KARST_BENCH_RECORDS` overrides the record count (for a quick smoke run).
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+const RECORD_BYTES: usize = 200;
+const PARTITIONS: i32 = 6;
+/// Wall-clock limit of each phase: the benchmark never hangs a CI run.
+const PHASE_LIMIT: Duration = Duration::from_secs(300);
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Broker {
+    child: Child,
+    bootstrap: String,
+}
+
+impl Broker {
+    fn start(data: &Path, extra: &[&str]) -> Broker {
+        let (port, admin) = (free_port(), free_port());
+        let mut command = Command::new(env!("CARGO_BIN_EXE_karst"));
+        command
+            .arg("server")
+            .args(["--set", &format!("listeners=PLAINTEXT://127.0.0.1:{port}")])
+            .args(["--set", &format!("log.dirs={}", data.display())])
+            .args(["--set", &format!("admin.listener=127.0.0.1:{admin}")])
+            .args(["--set", &format!("num.partitions={PARTITIONS}")]);
+        for setting in extra {
+            command.args(["--set", setting]);
+        }
+        let child = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start karst");
+        let bootstrap = format!("127.0.0.1:{port}");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(&bootstrap).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(20), "karst did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Broker { child, bootstrap }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Default)]
+struct Deliveries {
+    latencies_us: Mutex<Vec<u64>>,
+    errors: AtomicU64,
+}
+
+struct Context(Arc<Deliveries>);
+impl ClientContext for Context {}
+impl ProducerContext for Context {
+    type DeliveryOpaque = Box<Instant>;
+    fn delivery(&self, result: &DeliveryResult<'_>, sent: Box<Instant>) {
+        match result {
+            Ok(_) => self.0.latencies_us.lock().unwrap().push(sent.elapsed().as_micros() as u64),
+            Err(_) => {
+                self.0.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+struct Figures {
+    records_per_second: f64,
+    megabytes_per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn produce(bootstrap: &str, topic: &str, records: usize) -> Figures {
+    let deliveries = Arc::new(Deliveries::default());
+    let producer: ThreadedProducer<Context> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .set("enable.idempotence", "false")
+        .create_with_context(Context(Arc::clone(&deliveries)))
+        .expect("producer");
+    let payload = vec![b'k'; RECORD_BYTES];
+    let started = Instant::now();
+    for index in 0..records {
+        let key = (index as u64).to_be_bytes();
+        let mut record = BaseRecord::with_opaque_to(topic, Box::new(Instant::now()))
+            .payload(&payload[..])
+            .key(&key[..]);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    record = returned;
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                Err((error, _)) => panic!("send failed: {error}"),
+            }
+            assert!(started.elapsed() < PHASE_LIMIT, "produce phase over its time limit");
+        }
+    }
+    producer.flush(PHASE_LIMIT).expect("flush");
+    let elapsed = started.elapsed().as_secs_f64();
+    assert_eq!(deliveries.errors.load(Ordering::Relaxed), 0, "delivery errors");
+    let mut latencies = deliveries.latencies_us.lock().unwrap().clone();
+    assert_eq!(latencies.len(), records, "every record acknowledged");
+    latencies.sort_unstable();
+    let percentile = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)] as f64 / 1000.0;
+    Figures {
+        records_per_second: records as f64 / elapsed,
+        megabytes_per_second: (records * RECORD_BYTES) as f64 / elapsed / 1e6,
+        p50_ms: percentile(0.50),
+        p99_ms: percentile(0.99),
+    }
+}
+
+fn consume(bootstrap: &str, topic: &str, records: usize) -> Figures {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "karst-bench")
+        .set("enable.auto.commit", "false")
+        .set("fetch.max.bytes", "52428800")
+        .set("max.partition.fetch.bytes", "10485760")
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..PARTITIONS {
+        assignment
+            .add_partition_offset(topic, partition, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let started = Instant::now();
+    let (mut seen, mut bytes) = (0usize, 0usize);
+    while seen < records {
+        assert!(started.elapsed() < PHASE_LIMIT, "consume phase over its time limit ({seen} records)");
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            let message = message.expect("consume error");
+            bytes += message.payload().map_or(0, <[u8]>::len);
+            seen += 1;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    Figures {
+        records_per_second: seen as f64 / elapsed,
+        megabytes_per_second: bytes as f64 / elapsed / 1e6,
+        p50_ms: f64::NAN,
+        p99_ms: f64::NAN,
+    }
+}
+
+/// `dd if=/dev/zero of=F bs=1M count=1024 oflag=dsync` in `dir`: MB/s as dd reports it.
+fn dd_dsync(dir: &Path) -> String {
+    let file = dir.join("dd.bench");
+    let output = Command::new("dd")
+        .args(["if=/dev/zero", &format!("of={}", file.display()), "bs=1M", "count=1024", "oflag=dsync"])
+        .output()
+        .expect("run dd");
+    let _ = std::fs::remove_file(&file);
+    let text = String::from_utf8_lossy(&output.stderr);
+    text.lines().last().unwrap_or("dd printed nothing").to_owned()
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let records: usize = std::env::var("KARST_BENCH_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500_000);
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench");
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    println!("disk (dd bs=1M count=1024 oflag=dsync): {}", dd_dsync(&root));
+    let modes = [
+        ("fsync before ack (default)", vec![]),
+        ("deferred flush (Kafka-like baseline)", vec!["log.flush.interval.messages=9223372036854775807"]),
+    ];
+    println!("\n| mode | produce rec/s | produce MB/s | p50 ms | p99 ms | consume rec/s | consume MB/s |");
+    println!("|---|---|---|---|---|---|---|");
+    for (index, (name, settings)) in modes.iter().enumerate() {
+        let data = root.join(format!("data-{index}"));
+        let broker = Broker::start(&data, settings);
+        let topic = format!("bench-{index}");
+        let produced = produce(&broker.bootstrap, &topic, records);
+        let consumed = consume(&broker.bootstrap, &topic, records);
+        println!(
+            "| {name} | {:.0} | {:.1} | {:.2} | {:.2} | {:.0} | {:.1} |",
+            produced.records_per_second,
+            produced.megabytes_per_second,
+            produced.p50_ms,
+            produced.p99_ms,
+            consumed.records_per_second,
+            consumed.megabytes_per_second
+        );
+        drop(broker);
+    }
+    println!("\n{records} records x {RECORD_BYTES} bytes, {PARTITIONS} partitions, acks=all, librdkafka linger.ms=5");
+}
