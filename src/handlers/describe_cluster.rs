@@ -1,0 +1,44 @@
+//! DescribeCluster: the cluster id and its one broker, which is also the controller.
+
+use proto_kafka::messages::describe_cluster_response::DescribeClusterBroker;
+use proto_kafka::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
+use proto_kafka::protocol::StrBytes;
+use proto_kafka::ResponseError;
+
+use super::RequestContext;
+use crate::broker::SharedBroker;
+
+/// Kafka's `EndpointType.BROKER`: the only endpoints Karst's listeners are.
+const ENDPOINT_TYPE_BROKER: i8 = 1;
+
+pub async fn handle(
+    broker: SharedBroker,
+    context: RequestContext,
+    request: DescribeClusterRequest,
+) -> DescribeClusterResponse {
+    // v1 lets a client ask for controller endpoints; Karst serves no separate controller
+    // listener, and answers as a Kafka broker does.
+    if context.api_version >= 1 && request.endpoint_type != ENDPOINT_TYPE_BROKER {
+        return DescribeClusterResponse::default()
+            .with_error_code(ResponseError::UnsupportedEndpointType.code())
+            .with_error_message(Some(StrBytes::from_string(format!(
+                "The request was sent to an endpoint of type BROKER, but we wanted an endpoint of type {}",
+                request.endpoint_type
+            ))));
+    }
+    let config = &broker.config;
+    let node = BrokerId(config.node_id);
+    let this_broker = DescribeClusterBroker::default()
+        .with_broker_id(node)
+        .with_host(StrBytes::from_string(config.advertised_host.clone()))
+        .with_port(i32::from(config.advertised_port))
+        .with_rack(None);
+    DescribeClusterResponse::default()
+        .with_error_code(0)
+        .with_error_message(None)
+        .with_cluster_id(StrBytes::from_string(broker.cluster_id()))
+        .with_controller_id(node)
+        .with_brokers(vec![this_broker])
+        // Karst has no authorizer, so authorized operations are never reported.
+        .with_cluster_authorized_operations(i32::MIN)
+}
