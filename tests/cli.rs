@@ -452,3 +452,69 @@ fn producing_to_a_missing_topic_fails_with_a_readable_error() {
     let message = String::from_utf8_lossy(&output.stderr);
     assert!(message.contains("UNKNOWN_TOPIC_OR_PARTITION"), "{message}");
 }
+
+#[test]
+fn every_acks_setting_delivers_the_records() {
+    let broker = TestBroker::start(&[]);
+    create_topic(&broker, "acked", 1);
+    for acks in ["0", "1", "all"] {
+        let output = karst(
+            &broker,
+            &["produce", "--topic", "acked", "--acks", acks],
+            &format!("acks-{acks}\n"),
+        );
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let summary = String::from_utf8_lossy(&output.stderr);
+        if acks == "0" {
+            assert!(
+                summary.contains("last offset unknown (acks=0)"),
+                "{summary}"
+            );
+        } else {
+            assert!(summary.contains("last offset"), "{summary}");
+        }
+    }
+    let records = consume_json(&broker, &["--topic", "acked", "--from-beginning"]);
+    // Sorted: nothing orders an unacknowledged (acks=0) append before the next producer's.
+    let mut values: Vec<&str> = records
+        .iter()
+        .map(|r| r["value"].as_str().unwrap())
+        .collect();
+    values.sort_unstable();
+    assert_eq!(values, vec!["acks-0", "acks-1", "acks-all"]);
+}
+
+#[test]
+fn acknowledged_records_survive_a_clean_restart_and_a_crash() {
+    let mut broker = TestBroker::start(&[]);
+    create_topic(&broker, "durable", 2);
+    let first: String = (0..100).map(|n| format!("first-{n}\n")).collect();
+    karst_ok(&broker, &["produce", "--topic", "durable"], &first);
+
+    // A clean shutdown (SIGTERM) exits successfully and keeps everything.
+    let status = broker.terminate();
+    assert!(
+        status.success(),
+        "SIGTERM exit: {status}\n{}",
+        broker.stderr()
+    );
+    broker.restart();
+    let second: String = (0..100).map(|n| format!("second-{n}\n")).collect();
+    karst_ok(
+        &broker,
+        &["produce", "--topic", "durable", "--acks", "all"],
+        &second,
+    );
+
+    // A crash (SIGKILL) right after acks=all loses nothing acknowledged.
+    broker.kill();
+    broker.restart();
+    let records = consume_json(&broker, &["--topic", "durable", "--from-beginning"]);
+    assert_eq!(records.len(), 200, "{}", broker.stderr());
+    let described = karst_ok(&broker, &["topics", "describe", "--topic", "durable"], "");
+    assert!(described.contains("PartitionCount: 2"), "{described}");
+}

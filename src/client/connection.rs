@@ -424,10 +424,20 @@ mod tests {
                                 .with_max_version(*max)
                         })
                         .collect();
+                    // Like Kafka: an ApiVersions version we do not speak is answered with
+                    // UNSUPPORTED_VERSION in the version-0 layout.
+                    let (_, _, api_versions_max) = advertised
+                        .iter()
+                        .find(|(api, _, _)| *api == ApiKey::ApiVersions)
+                        .copied()
+                        .unwrap_or((ApiKey::ApiVersions, 0, 0));
+                    let mut answer_version = header.request_api_version;
+                    if answer_version > api_versions_max {
+                        response.error_code = ResponseError::UnsupportedVersion.code();
+                        answer_version = 0;
+                    }
                     let mut encoded = BytesMut::new();
-                    response
-                        .encode(&mut encoded, header.request_api_version)
-                        .unwrap();
+                    response.encode(&mut encoded, answer_version).unwrap();
                     Some(encoded.freeze())
                 } else {
                     respond(header.clone(), body)
@@ -477,6 +487,21 @@ mod tests {
                 .unwrap(),
             18
         );
+    }
+
+    #[tokio::test]
+    async fn an_older_broker_gets_api_versions_again_at_a_version_it_speaks() {
+        // The broker only speaks ApiVersions v0..v2, so our v3 is answered in the v0 layout
+        // with UNSUPPORTED_VERSION; the client must retry at v2 and then see every API.
+        let address = scripted_broker(
+            vec![(ApiKey::ApiVersions, 0, 2), (ApiKey::Metadata, 0, 8)],
+            |_, _| None,
+        )
+        .await;
+        let connection = Connection::connect(&address, ConnectionOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(connection.version::<MetadataRequest>().unwrap(), 8);
     }
 
     #[tokio::test]
