@@ -157,7 +157,7 @@ class Broker:
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
-            env={**os.environ, "RUST_BACKTRACE": "1"},
+            env={**os.environ, "RUST_BACKTRACE": "1", "NO_COLOR": "1"},
         )
         log.close()
         if wait:

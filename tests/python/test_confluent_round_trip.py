@@ -5,6 +5,7 @@ import functools
 import time
 
 import pytest
+from confluent_kafka import TIMESTAMP_CREATE_TIME
 from karst import Record, confluent_producer, consume_partitions, create_topic
 
 RECORD_COUNT = 100_000
@@ -30,20 +31,27 @@ def produce_all(broker, topic, compression):
     delivered = {partition: [] for partition in range(PARTITION_COUNT)}
     errors = []
 
+    # Distinct CreateTime timestamps, one millisecond apart, starting now.
+    base_timestamp_ms = int(time.time() * 1000)
+
     def on_delivery(index, error, message):
         if error is not None:
             errors.append(error)
             return
-        # Expected content is what we produced; position and timestamp are what the broker
-        # acknowledged (the timestamp is the CreateTime librdkafka stamped on the record).
+        # Expected content is what we produced; the position is what the broker acknowledged.
+        # The acknowledged timestamp must be our CreateTime (a CreateTime topic answers
+        # log_append_time -1, so librdkafka reports the record's own timestamp).
         key, value, headers = record_content(index)
+        timestamp = (TIMESTAMP_CREATE_TIME, base_timestamp_ms + index)
+        if message.timestamp() != timestamp:
+            errors.append(f"record {index}: delivery report timestamp {message.timestamp()}, produced {timestamp}")
         delivered[message.partition()].append(Record(
             partition=message.partition(),
             offset=message.offset(),
             key=key,
             value=value,
             headers=tuple(headers),
-            timestamp=message.timestamp()[1],
+            timestamp=base_timestamp_ms + index,
         ))
 
     deadline = time.monotonic() + PRODUCE_TIMEOUT_S
@@ -52,6 +60,7 @@ def produce_all(broker, topic, compression):
         while True:
             try:
                 producer.produce(topic, value=value, key=key, headers=headers,
+                                 timestamp=base_timestamp_ms + index,
                                  on_delivery=functools.partial(on_delivery, index))
                 break
             except BufferError:

@@ -153,7 +153,8 @@ def traffic(broker):
 
 
 @pytest.fixture
-def healthy(traffic, module_broker_logs_on_failure):
+def healthy(traffic, module_brokers):
+    # (module_brokers is requested so that a failing test's report carries the broker log.)
     return traffic
 
 

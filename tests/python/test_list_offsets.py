@@ -45,7 +45,8 @@ def offsets_for_times(broker, topic, timestamp):
 
 def admin_list_offset(broker, topic, spec):
     partition = TopicPartition(topic, 0)
-    futures = confluent_admin(broker).list_offsets({partition: spec}, request_timeout=10)
+    admin = confluent_admin(broker)  # must outlive the future: a dropped client never completes it
+    futures = admin.list_offsets({partition: spec}, request_timeout=10)
     info = futures[partition].result(timeout=15)
     return info.offset, info.timestamp
 

@@ -56,15 +56,25 @@ def first_record_from_beginning(broker, topic):
         consumer.close()
 
 
-def assert_start_offset_consistent(broker, topic, low):
-    segments = broker.segment_files(topic, 0)
-    assert segments, f"no segment files in {broker.partition_dir(topic, 0)}"
-    assert base_offset_of(segments[0]) == low, (
-        f"log start offset {low} is not the first remaining segment's base offset "
-        f"({[s.name for s in segments]})")
+def assert_start_offset_consistent(broker, topic):
+    """The log start offset is the first remaining segment's base offset (once the files of
+    deleted segments are gone: the start offset may move first), and a consumer reading from
+    the beginning gets exactly that offset first. Returns the start offset."""
+
+    def settled():
+        low, _ = watermarks(broker, topic, 0)
+        segments = broker.segment_files(topic, 0)
+        return (low,) if segments and base_offset_of(segments[0]) == low else None
+
+    try:
+        (low,) = wait_until(settled, timeout_s=RETENTION_DEADLINE_S, what="segment files to match the start offset")
+    except AssertionError as error:
+        raise AssertionError(f"{error}: start offset {watermarks(broker, topic, 0)[0]}, segments "
+                             f"{[s.name for s in broker.segment_files(topic, 0)]}") from None
     first = first_record_from_beginning(broker, topic)
     assert first.offset() == low, f"consumer from OFFSET_BEGINNING got offset {first.offset()}, log starts at {low}"
     assert first.value().startswith(f"{low:08d}".encode()), "the record at the start offset has its original value"
+    return low
 
 
 def test_size_retention_deletes_old_segments_and_moves_the_start_offset(brokers):
@@ -85,11 +95,10 @@ def test_size_retention_deletes_old_segments_and_moves_the_start_offset(brokers)
     most_segments_kept = 2 * RETENTION_BYTES // SEGMENT_BYTES
     wait_until(lambda: len(broker.segment_files(topic, 0)) <= most_segments_kept, timeout_s=RETENTION_DEADLINE_S,
                what=f"at most {most_segments_kept} segments (data needed {segments_needed})")
-    low, high = watermarks(broker, topic, 0)
+    low = assert_start_offset_consistent(broker, topic)
     assert 0 < low < record_count
     kept_bytes = sum(path.stat().st_size for path in broker.segment_files(topic, 0))
     assert kept_bytes >= RETENTION_BYTES - SEGMENT_BYTES, f"retention deleted too much: {kept_bytes} bytes kept"
-    assert_start_offset_consistent(broker, topic, low)
 
 
 def test_time_retention_deletes_segments_of_old_records(brokers):
@@ -110,6 +119,6 @@ def test_time_retention_deletes_segments_of_old_records(brokers):
     # Every segment whose newest record is a day old goes; the segment holding fresh records stays.
     wait_until(lambda: len(broker.segment_files(topic, 0)) <= 3, timeout_s=RETENTION_DEADLINE_S,
                what=f"old segments deleted (about {segments_written} were written)")
-    low, high = watermarks(broker, topic, 0)
+    low = assert_start_offset_consistent(broker, topic)
     assert 0 < low <= old_count, f"start offset {low}: fresh records (from {old_count}) must survive"
-    assert_start_offset_consistent(broker, topic, low)
+    assert watermarks(broker, topic, 0)[1] == old_count + fresh_count
