@@ -19,6 +19,7 @@ Every wait here is bounded in time (and every loop in count); nothing waits fore
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -41,6 +42,15 @@ BROKER_TERMINATE_TIMEOUT_S = 20.0
 # Settings a consumer needs against a broker without group coordination: librdkafka insists
 # on a group.id, but these tests never subscribe or commit, so the id is never used.
 CONSUMER_GROUP_ID_UNUSED = "karst-e2e-never-joined"
+
+
+def die_with_parent(command: list[str]) -> list[str]:
+    """Wrap a broker command so the broker gets SIGKILL if the test process dies (a pytest
+    crash or hard timeout) and no broker outlives the suite: util-linux `setpriv --pdeathsig`
+    sets PR_SET_PDEATHSIG and execs the command, so the pid stays the broker's. (A Popen
+    preexec_fn could do the same but is unsafe with the client threads these tests run.)"""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--", *command] if setpriv else command
 
 
 def free_port() -> int:
@@ -153,7 +163,7 @@ class Broker:
         log.write(f"\n===== start #{self.starts}: {' '.join(self.command())}\n".encode())
         log.flush()
         self.process = subprocess.Popen(
-            self.command(),
+            die_with_parent(self.command()),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,

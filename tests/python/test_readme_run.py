@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from karst import port_accepts, port_is_free, wait_until
+from karst import die_with_parent, port_accepts, port_is_free, wait_until
 
 DEFAULT_KAFKA_PORT = 9092
 DEFAULT_ADMIN_PORT = 9644
@@ -18,7 +18,7 @@ def test_karst_server_without_arguments_serves_kcat_on_port_9092(karst_bin, tmp_
                         f"cannot check the default listener")
     log_path = tmp_path / "karst.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([str(karst_bin), "server"], cwd=tmp_path,
+        process = subprocess.Popen(die_with_parent([str(karst_bin), "server"]), cwd=tmp_path,
                                    stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     try:
         deadline = time.monotonic() + 20
