@@ -91,55 +91,69 @@ fn parse_start_offset(text: &str) -> Result<StartOffset, String> {
 /// Runs `karst consume`.
 pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
     let mut client = args.bootstrap.connect().await?;
+    let partitions = assigned_partitions(&mut client, &args).await?;
+    let mut positions = start_positions(&mut client, &args, &partitions).await?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    // `None`: the reader went away (e.g. `| head`), so stop quietly, like a Unix tool.
+    let printed = consume(&mut client, &args, &mut positions, &mut out).await?;
+    if let Some(printed) = printed {
+        eprintln!("Processed a total of {printed} messages");
+    }
+    Ok(())
+}
+
+/// The partitions to read: the one asked for, or all of the topic's.
+async fn assigned_partitions(client: &mut Client, args: &ConsumeArgs) -> anyhow::Result<Vec<i32>> {
     let topic = client.topic(&args.topic).await?;
-    let partitions: Vec<i32> = match args.partition {
+    match args.partition {
         Some(partition) if topic.partition(partition).is_none() => anyhow::bail!(
             "partition {partition} does not exist: topic {} has {} partitions",
             args.topic,
             topic.partition_count()
         ),
-        Some(partition) => vec![partition],
-        None => topic
+        Some(partition) => Ok(vec![partition]),
+        None => Ok(topic
             .partitions
             .iter()
             .map(|partition| partition.index)
-            .collect(),
-    };
-    let mut positions = start_positions(&mut client, &args, &partitions).await?;
+            .collect()),
+    }
+}
 
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
+/// Fetches and prints until `--max-messages` or the idle timeout; returns how many records
+/// were printed, or `None` if standard output was closed.
+async fn consume(
+    client: &mut Client,
+    args: &ConsumeArgs,
+    positions: &mut [(i32, i64)],
+    out: &mut impl std::io::Write,
+) -> anyhow::Result<Option<u64>> {
     let options = FetchOptions::default();
     let idle_timeout = Duration::from_millis(args.timeout_ms);
+    let reached_max = |printed: u64| args.max_messages.is_some_and(|max| printed >= max);
     let mut printed: u64 = 0;
     let mut last_record_at = Instant::now();
-    'consume: loop {
-        if args.max_messages.is_some_and(|max| printed >= max) {
-            break;
-        }
-        if last_record_at.elapsed() >= idle_timeout {
-            break;
-        }
+    while !reached_max(printed) && last_record_at.elapsed() < idle_timeout {
         let fetch_started_at = Instant::now();
-        let fetched = client.fetch(&args.topic, &positions, &options).await?;
+        let fetched = client.fetch(&args.topic, positions, &options).await?;
         let fetch_duration = fetch_started_at.elapsed();
-        let mut any_progress = false;
-        let mut any_records = false;
+        let (mut any_progress, mut any_records) = (false, false);
         for partition in fetched {
             let position = positions
                 .iter_mut()
                 .find(|(index, _)| *index == partition.partition)
                 .expect("the fetch answers only partitions we asked for");
             if let Some(error) = partition.error {
-                position.1 = recover_position(&mut client, &args.topic, &partition, error).await?;
+                position.1 = recover_position(client, &args.topic, &partition, error).await?;
                 continue;
             }
             any_progress = true;
             any_records |= !partition.records.is_empty();
             position.1 = partition.next_offset;
             for record in &partition.records {
-                if args.max_messages.is_some_and(|max| printed >= max) {
-                    break 'consume;
+                if reached_max(printed) {
+                    break;
                 }
                 let line = format_record(
                     args.format,
@@ -147,15 +161,15 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
                     partition.partition,
                     record,
                 );
-                if !write_line(&mut out, &line)? {
-                    return Ok(()); // the reader went away (e.g. `| head`)
+                if !write_line(out, &line)? {
+                    return Ok(None);
                 }
                 printed += 1;
                 last_record_at = Instant::now();
             }
         }
-        if !flush(&mut out)? {
-            return Ok(());
+        if !flush(out)? {
+            return Ok(None);
         }
         // Back off after errors, and after an empty answer that came back at once (a broker
         // that does not hold fetches for max_wait_ms would otherwise make us spin).
@@ -164,11 +178,7 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(ERROR_BACKOFF_MS)).await;
         }
     }
-    if !flush(&mut out)? {
-        return Ok(());
-    }
-    eprintln!("Processed a total of {printed} messages");
-    Ok(())
+    Ok(Some(printed))
 }
 
 /// The first offset to fetch in each partition.

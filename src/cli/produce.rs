@@ -229,10 +229,11 @@ impl Producer<'_> {
 
     fn summary_text(&self) -> String {
         let total: u64 = self.summary.values().map(|(count, _)| count).sum();
+        let partitions = self.summary.len();
+        let plural = if partitions == 1 { "" } else { "s" };
         let mut text = format!(
-            "Produced {total} records to {} ({} partitions)",
-            self.topic,
-            self.summary.len()
+            "Produced {total} records to {} ({partitions} partition{plural})",
+            self.topic
         );
         for (partition, (count, last_offset)) in &self.summary {
             let last = last_offset.map_or_else(|| "unknown (acks=0)".to_owned(), |o| o.to_string());

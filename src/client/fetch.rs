@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use proto_kafka::messages::fetch_request::{FetchPartition, FetchTopic};
+use proto_kafka::messages::fetch_response::PartitionData;
 use proto_kafka::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use proto_kafka::messages::{ApiKey, FetchRequest, ListOffsetsRequest, TopicName};
 use proto_kafka::protocol::{StrBytes, VersionRange};
@@ -201,45 +202,19 @@ impl Client {
         let response = connection.send_waiting(request, version, wait_ms).await?;
         KafkaError::check(|| format!("fetch from {topic}"), response.error_code, None)?;
 
-        let mut fetched = Vec::new();
-        for topic_response in response.responses {
-            let matches = if version >= 13 {
-                topic_response.topic_id == topic_id
+        let wanted = |name: &str, id: uuid::Uuid| {
+            if version >= 13 {
+                id == topic_id
             } else {
-                topic_response.topic.0.as_str() == topic
-            };
-            if !matches {
-                continue;
+                name == topic
             }
-            for partition_data in topic_response.partitions {
-                let partition = partition_data.partition_index;
-                let Some(&(_, fetch_offset)) = positions.iter().find(|(p, _)| *p == partition)
-                else {
-                    continue; // a partition we did not ask for
-                };
-                let (records, next_offset) = match partition_data.records {
-                    Some(bytes) if partition_data.error_code == 0 => {
-                        decode_fetched(bytes, fetch_offset).map_err(|source| {
-                            ClientError::Records {
-                                topic: topic.to_owned(),
-                                partition,
-                                source,
-                            }
-                        })?
-                    }
-                    _ => (Vec::new(), fetch_offset),
-                };
-                fetched.push(FetchedPartition {
-                    partition,
-                    error: ResponseError::try_from_code(partition_data.error_code),
-                    high_watermark: partition_data.high_watermark,
-                    log_start_offset: partition_data.log_start_offset,
-                    records,
-                    next_offset,
-                });
-            }
-        }
-        Ok(fetched)
+        };
+        let partitions = response
+            .responses
+            .into_iter()
+            .filter(|response| wanted(response.topic.0.as_str(), response.topic_id))
+            .flat_map(|response| response.partitions);
+        fetched_partitions(topic, positions, partitions)
     }
 
     /// Looks up offsets of `partitions` of `topic` by `spec`, one request per leader.
@@ -326,6 +301,39 @@ impl Client {
         listed.sort_by_key(|listed| listed.partition);
         Ok(listed)
     }
+}
+
+/// Decodes the partitions of a fetch response that answer `positions`.
+fn fetched_partitions(
+    topic: &str,
+    positions: &[(i32, i64)],
+    partitions: impl Iterator<Item = PartitionData>,
+) -> Result<Vec<FetchedPartition>, ClientError> {
+    let mut fetched = Vec::new();
+    for partition_data in partitions {
+        let partition = partition_data.partition_index;
+        let Some(&(_, fetch_offset)) = positions.iter().find(|(p, _)| *p == partition) else {
+            continue; // a partition we did not ask for
+        };
+        let (records, next_offset) = match partition_data.records {
+            Some(bytes) if partition_data.error_code == 0 => decode_fetched(bytes, fetch_offset)
+                .map_err(|source| ClientError::Records {
+                    topic: topic.to_owned(),
+                    partition,
+                    source,
+                })?,
+            _ => (Vec::new(), fetch_offset),
+        };
+        fetched.push(FetchedPartition {
+            partition,
+            error: ResponseError::try_from_code(partition_data.error_code),
+            high_watermark: partition_data.high_watermark,
+            log_start_offset: partition_data.log_start_offset,
+            records,
+            next_offset,
+        });
+    }
+    Ok(fetched)
 }
 
 #[cfg(test)]
