@@ -5,12 +5,14 @@
 //! (appended across restarts), and every failure to start prints them, because "the broker
 //! did not come up" is useless without the broker's own words.
 //!
-//! Dropping a [`TestBroker`] kills the process; the temp dir goes with it.
+//! Dropping a [`TestBroker`] kills the process; the temp dir goes with it. A test process that
+//! dies without dropping it takes the broker down too (`PR_SET_PDEATHSIG`).
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 use std::fs::{File, OpenOptions};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -140,6 +142,20 @@ impl TestBroker {
             .args(["--set", &format!("admin.listener={}", self.admin_addr())]);
         for (key, value) in &self.settings {
             command.args(["--set", &format!("{key}={value}")]);
+        }
+        // If the test process dies without running Drop (a timeout's SIGKILL, a panic that
+        // aborts), the kernel kills the broker too instead of leaving it orphaned. Linux sends
+        // this signal when the spawning *thread* exits, so a broker must not outlive the test
+        // thread that started (or restarted) it; a TestBroker never does in normal use.
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
         }
         let child = command
             .current_dir(self.root.path())
