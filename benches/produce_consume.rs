@@ -31,7 +31,11 @@ const PARTITIONS: i32 = 6;
 const PHASE_LIMIT: Duration = Duration::from_secs(300);
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Broker {
@@ -52,11 +56,18 @@ impl Broker {
         for setting in extra {
             command.args(["--set", setting]);
         }
-        let child = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start karst");
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start karst");
         let bootstrap = format!("127.0.0.1:{port}");
         let started = Instant::now();
         while std::net::TcpStream::connect(&bootstrap).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(20), "karst did not start");
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "karst did not start"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         Broker { child, bootstrap }
@@ -82,7 +93,12 @@ impl ProducerContext for Context {
     type DeliveryOpaque = Box<Instant>;
     fn delivery(&self, result: &DeliveryResult<'_>, sent: Box<Instant>) {
         match result {
-            Ok(_) => self.0.latencies_us.lock().unwrap().push(sent.elapsed().as_micros() as u64),
+            Ok(_) => self
+                .0
+                .latencies_us
+                .lock()
+                .unwrap()
+                .push(sent.elapsed().as_micros() as u64),
             Err(_) => {
                 self.0.errors.fetch_add(1, Ordering::Relaxed);
             }
@@ -95,6 +111,8 @@ struct Figures {
     megabytes_per_second: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// Consume only: start-up before the first record.
+    first_record_ms: f64,
 }
 
 fn produce(bootstrap: &str, topic: &str, records: usize) -> Figures {
@@ -109,7 +127,7 @@ fn produce(bootstrap: &str, topic: &str, records: usize) -> Figures {
         .set("enable.idempotence", "false")
         .create_with_context(Context(Arc::clone(&deliveries)))
         .expect("producer");
-    let payload = vec![b'k'; RECORD_BYTES];
+    let payload = [b'k'; RECORD_BYTES];
     let started = Instant::now();
     for index in 0..records {
         let key = (index as u64).to_be_bytes();
@@ -125,21 +143,31 @@ fn produce(bootstrap: &str, topic: &str, records: usize) -> Figures {
                 }
                 Err((error, _)) => panic!("send failed: {error}"),
             }
-            assert!(started.elapsed() < PHASE_LIMIT, "produce phase over its time limit");
+            assert!(
+                started.elapsed() < PHASE_LIMIT,
+                "produce phase over its time limit"
+            );
         }
     }
     producer.flush(PHASE_LIMIT).expect("flush");
     let elapsed = started.elapsed().as_secs_f64();
-    assert_eq!(deliveries.errors.load(Ordering::Relaxed), 0, "delivery errors");
+    assert_eq!(
+        deliveries.errors.load(Ordering::Relaxed),
+        0,
+        "delivery errors"
+    );
     let mut latencies = deliveries.latencies_us.lock().unwrap().clone();
     assert_eq!(latencies.len(), records, "every record acknowledged");
     latencies.sort_unstable();
-    let percentile = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)] as f64 / 1000.0;
+    let percentile = |p: f64| {
+        latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)] as f64 / 1000.0
+    };
     Figures {
         records_per_second: records as f64 / elapsed,
         megabytes_per_second: (records * RECORD_BYTES) as f64 / elapsed / 1e6,
         p50_ms: percentile(0.50),
         p99_ms: percentile(0.99),
+        first_record_ms: f64::NAN,
     }
 }
 
@@ -150,6 +178,7 @@ fn consume(bootstrap: &str, topic: &str, records: usize) -> Figures {
         .set("enable.auto.commit", "false")
         .set("fetch.max.bytes", "52428800")
         .set("max.partition.fetch.bytes", "10485760")
+        .set("queued.min.messages", "1000000")
         .create()
         .expect("consumer");
     let mut assignment = TopicPartitionList::new();
@@ -160,21 +189,30 @@ fn consume(bootstrap: &str, topic: &str, records: usize) -> Figures {
     }
     consumer.assign(&assignment).unwrap();
     let started = Instant::now();
+    let mut first_record_at = None;
     let (mut seen, mut bytes) = (0usize, 0usize);
     while seen < records {
-        assert!(started.elapsed() < PHASE_LIMIT, "consume phase over its time limit ({seen} records)");
+        assert!(
+            started.elapsed() < PHASE_LIMIT,
+            "consume phase over its time limit ({seen} records)"
+        );
         if let Some(message) = consumer.poll(Duration::from_millis(100)) {
             let message = message.expect("consume error");
+            first_record_at.get_or_insert_with(Instant::now);
             bytes += message.payload().map_or(0, <[u8]>::len);
             seen += 1;
         }
     }
-    let elapsed = started.elapsed().as_secs_f64();
+    // Steady state: from the first record to the last. The start-up before the first
+    // record (connect, metadata, ListOffsets, first fetch) is reported in its own column.
+    let first = first_record_at.expect("at least one record");
+    let elapsed = first.elapsed().as_secs_f64();
     Figures {
         records_per_second: seen as f64 / elapsed,
         megabytes_per_second: bytes as f64 / elapsed / 1e6,
         p50_ms: f64::NAN,
         p99_ms: f64::NAN,
+        first_record_ms: (first - started).as_secs_f64() * 1000.0,
     }
 }
 
@@ -182,12 +220,21 @@ fn consume(bootstrap: &str, topic: &str, records: usize) -> Figures {
 fn dd_dsync(dir: &Path) -> String {
     let file = dir.join("dd.bench");
     let output = Command::new("dd")
-        .args(["if=/dev/zero", &format!("of={}", file.display()), "bs=1M", "count=1024", "oflag=dsync"])
+        .args([
+            "if=/dev/zero",
+            &format!("of={}", file.display()),
+            "bs=1M",
+            "count=1024",
+            "oflag=dsync",
+        ])
         .output()
         .expect("run dd");
     let _ = std::fs::remove_file(&file);
     let text = String::from_utf8_lossy(&output.stderr);
-    text.lines().last().unwrap_or("dd printed nothing").to_owned()
+    text.lines()
+        .last()
+        .unwrap_or("dd printed nothing")
+        .to_owned()
 }
 
 fn main() {
@@ -201,13 +248,19 @@ fn main() {
     let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench");
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).unwrap();
-    println!("disk (dd bs=1M count=1024 oflag=dsync): {}", dd_dsync(&root));
+    println!(
+        "disk (dd bs=1M count=1024 oflag=dsync): {}",
+        dd_dsync(&root)
+    );
     let modes = [
         ("fsync before ack (default)", vec![]),
-        ("deferred flush (Kafka-like baseline)", vec!["log.flush.interval.messages=9223372036854775807"]),
+        (
+            "deferred flush (Kafka-like baseline)",
+            vec!["log.flush.interval.messages=9223372036854775807"],
+        ),
     ];
-    println!("\n| mode | produce rec/s | produce MB/s | p50 ms | p99 ms | consume rec/s | consume MB/s |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("\n| mode | produce rec/s | produce MB/s | p50 ms | p99 ms | consume rec/s | consume MB/s | first record ms |");
+    println!("|---|---|---|---|---|---|---|---|");
     for (index, (name, settings)) in modes.iter().enumerate() {
         let data = root.join(format!("data-{index}"));
         let broker = Broker::start(&data, settings);
@@ -215,13 +268,14 @@ fn main() {
         let produced = produce(&broker.bootstrap, &topic, records);
         let consumed = consume(&broker.bootstrap, &topic, records);
         println!(
-            "| {name} | {:.0} | {:.1} | {:.2} | {:.2} | {:.0} | {:.1} |",
+            "| {name} | {:.0} | {:.1} | {:.2} | {:.2} | {:.0} | {:.1} | {:.0} |",
             produced.records_per_second,
             produced.megabytes_per_second,
             produced.p50_ms,
             produced.p99_ms,
             consumed.records_per_second,
-            consumed.megabytes_per_second
+            consumed.megabytes_per_second,
+            consumed.first_record_ms
         );
         drop(broker);
     }

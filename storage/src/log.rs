@@ -270,7 +270,7 @@ impl Log {
     pub fn take_offline(&self, reason: String) {
         let mut state = self.lock();
         if state.offline.is_none() {
-            tracing::error!(partition = %self.partition, reason, "log is going offline");
+            tracing::warn!(partition = %self.partition, reason, "log is going offline");
             state.offline = Some(reason);
         }
     }
