@@ -10,6 +10,8 @@ from karst import Record, confluent_producer, consume_partitions, create_topic
 
 RECORD_COUNT = 100_000
 PARTITION_COUNT = 6
+# Records appended after the SIGKILL restart, before the SIGTERM restart.
+APPENDED_COUNT = 5_000
 PRODUCE_TIMEOUT_S = 180
 CONSUME_TIMEOUT_S = 180
 
@@ -23,9 +25,9 @@ def record_content(index: int):
     return key, value, headers
 
 
-def produce_all(broker, topic, compression):
-    """Produce RECORD_COUNT records with acks=all; return the acknowledged records per partition
-    in production order, as the delivery reports describe them."""
+def produce_all(broker, topic, compression, indexes=range(RECORD_COUNT)):
+    """Produce the records numbered `indexes` with acks=all; return the acknowledged records per
+    partition in production order, as the delivery reports describe them."""
     producer = confluent_producer(
         broker, **{"compression.type": compression, "batch.num.messages": 10000, "linger.ms": 5})
     delivered = {partition: [] for partition in range(PARTITION_COUNT)}
@@ -55,7 +57,7 @@ def produce_all(broker, topic, compression):
         ))
 
     deadline = time.monotonic() + PRODUCE_TIMEOUT_S
-    for index in range(RECORD_COUNT):
+    for index in indexes:
         key, value, headers = record_content(index)
         while True:
             try:
@@ -71,7 +73,7 @@ def produce_all(broker, topic, compression):
     remaining = producer.flush(max(1.0, deadline - time.monotonic()))
     assert remaining == 0, f"{remaining} records not delivered within {PRODUCE_TIMEOUT_S}s"
     assert errors == [], f"delivery errors: {errors[:5]} ({len(errors)} total)"
-    assert sum(len(records) for records in delivered.values()) == RECORD_COUNT
+    assert sum(len(records) for records in delivered.values()) == len(indexes)
     return delivered
 
 
@@ -110,6 +112,14 @@ def test_hundred_thousand_records_round_trip_and_survive_sigkill_and_sigterm(bro
     broker.kill()
     broker.restart()
     assert_log_matches(broker, topic, delivered, "after SIGKILL and restart")
+
+    # Appends after recovery continue each partition exactly where the acknowledged log ended.
+    appended = produce_all(broker, topic, compression, indexes=range(RECORD_COUNT, RECORD_COUNT + APPENDED_COUNT))
+    for partition, records in appended.items():
+        assert [r.offset for r in records] == list(range(len(delivered[partition]),
+                                                         len(delivered[partition]) + len(records))), (
+            f"partition {partition}: offsets after recovery do not continue the log")
+        delivered[partition].extend(records)
 
     exit_code = broker.terminate()
     assert exit_code == 0, f"SIGTERM shutdown exited with {exit_code}"
