@@ -36,6 +36,35 @@ def test_admin_listener_serves_health_and_prometheus_metrics(brokers):
     assert "# TYPE" in metrics, metrics[:2000]
 
 
+def metric_value(text, name_with_labels):
+    """The value of one exposition line `name{labels} value`, or None."""
+    for line in text.splitlines():
+        if line.startswith(name_with_labels + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def test_metrics_count_requests_messages_bytes_and_log_size_per_topic(brokers):
+    broker = brokers.start()
+    producer = confluent_producer(broker)
+    for index in range(100):
+        producer.produce("metered", f"value-{index}".encode())
+    assert producer.flush(30) == 0
+
+    _, metrics = broker.http_get("/metrics")
+    assert metric_value(metrics, 'kafka_server_brokertopicmetrics_messagesin_total{topic="metered"}') == 100
+    assert metric_value(metrics, 'kafka_server_brokertopicmetrics_bytesin_total{topic="metered"}') > 100 * 7
+    assert metric_value(metrics, 'kafka_network_requestmetrics_requests_total{request="Produce"}') >= 1
+    assert 'kafka_network_requestmetrics_totaltime_seconds_bucket{request="Produce",le="0.005"}' in metrics
+    assert metric_value(metrics, 'karst_storage_io_backend{backend="portable"}') == 1
+
+    # Log sizes are sampled every few seconds.
+    def log_size():
+        _, text = broker.http_get("/metrics")
+        return metric_value(text, 'kafka_log_log_size_bytes{topic="metered",partition="0"}') or 0
+    wait_until(lambda: log_size() > 100 * 7, timeout_s=15, what="log size gauge of metered-0")
+
+
 def test_config_file_with_kafka_key_names_configures_the_broker(brokers, tmp_path):
     broker = brokers.new()
     broker.config_file = write_config(tmp_path / "karst.toml", {
