@@ -176,8 +176,6 @@ fn consume(bootstrap: &str, topic: &str, records: usize) -> Figures {
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "karst-bench")
         .set("enable.auto.commit", "false")
-        .set("fetch.max.bytes", "52428800")
-        .set("max.partition.fetch.bytes", "10485760")
         .set("queued.min.messages", "1000000")
         .create()
         .expect("consumer");
