@@ -119,3 +119,43 @@ mod tests {
         assert_eq!(read, many.concat());
     }
 }
+
+/// Which backend `log.io.backend` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// io_uring when the kernel allows it, else portable.
+    Auto,
+    IoUring,
+    Portable,
+}
+
+impl std::str::FromStr for BackendChoice {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "auto" => Ok(BackendChoice::Auto),
+            "io_uring" => Ok(BackendChoice::IoUring),
+            "portable" => Ok(BackendChoice::Portable),
+            other => Err(format!("`{other}` is not auto, io_uring or portable")),
+        }
+    }
+}
+
+/// The backend for `choice`. `IoUring` fails when the kernel refuses io_uring (seccomp,
+/// old kernel); `Auto` then falls back to the portable backend and says why in the log.
+pub fn select_backend(choice: BackendChoice) -> io::Result<std::sync::Arc<dyn IoBackend>> {
+    match choice {
+        BackendChoice::Portable => Ok(std::sync::Arc::new(PortableBackend)),
+        BackendChoice::IoUring => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "io_uring backend not built yet",
+        )),
+        BackendChoice::Auto => match select_backend(BackendChoice::IoUring) {
+            Ok(backend) => Ok(backend),
+            Err(error) => {
+                tracing::info!(%error, "io_uring unavailable: using the portable backend");
+                Ok(std::sync::Arc::new(PortableBackend))
+            }
+        },
+    }
+}

@@ -669,6 +669,120 @@ impl Log {
         })
     }
 
+    /// Moves the log start offset to `offset` (DeleteRecords): records below it are no
+    /// longer readable, and whole segments below it are deleted. `offset` may not pass the
+    /// high watermark. Returns the new log start offset.
+    pub fn delete_records_before(&self, offset: Offset) -> Result<Offset, LogError> {
+        let mut doomed = Vec::new();
+        let log_start_offset = {
+            let mut state = self.lock();
+            state.check_online()?;
+            if offset > state.high_watermark || offset.0 < 0 {
+                return Err(LogError::OffsetOutOfRange {
+                    requested: offset,
+                    log_start_offset: state.log_start_offset,
+                    high_watermark: state.high_watermark,
+                });
+            }
+            state.log_start_offset = state.log_start_offset.max(offset);
+            let start = state.log_start_offset;
+            let bases: Vec<Offset> = state.segments.keys().copied().collect();
+            for base in &bases[..bases.len() - 1] {
+                if state.segments[base].next_offset > start {
+                    break;
+                }
+                doomed.push(state.segments.remove(base).expect("listed above"));
+            }
+            start
+        };
+        for segment in &doomed {
+            segment.delete_files(&self.dir);
+        }
+        Ok(log_start_offset)
+    }
+
+    /// Removes every batch that holds an offset at or after `offset` (a batch straddling it
+    /// goes whole, as in Kafka), so the log ends before `offset`. The caller makes sure no
+    /// append to this log is in flight (a follower truncating, or recovery).
+    pub fn truncate_to(&self, offset: Offset) -> Result<(), LogError> {
+        let config = self.config();
+        let mut state = self.lock();
+        state.check_online()?;
+        if offset >= state.log_end_offset() {
+            return Ok(());
+        }
+        let keep: Vec<Offset> = state
+            .segments
+            .keys()
+            .copied()
+            .filter(|base| *base < offset)
+            .collect();
+        let doomed: Vec<Offset> = state
+            .segments
+            .keys()
+            .copied()
+            .filter(|base| *base >= offset)
+            .collect();
+        for base in doomed {
+            let segment = state.segments.remove(&base).expect("listed above");
+            segment.delete_files(&self.dir);
+        }
+        match keep.last() {
+            Some(base) => {
+                let segment = &state.segments[base];
+                let cut = self.position_of_batch_holding(segment, offset)?;
+                let file = &segment.file;
+                file.file
+                    .set_len(cut)
+                    .and_then(|()| file.file.sync_all())
+                    .map_err(LogError::io("truncate segment", &file.path))?;
+                let (rescanned, _) =
+                    open_segment(&self.dir, *base, false, config.index_interval_bytes)?;
+                state.segments.insert(*base, rescanned);
+            }
+            None => {
+                let segment = Segment::create(&self.dir, offset, crate::manager::now_ms())?;
+                state.segments.insert(offset, segment);
+            }
+        }
+        sync_directory(&self.dir).map_err(LogError::io("sync directory", &self.dir))?;
+        let end = state.log_end_offset();
+        state.high_watermark = state.high_watermark.min(end);
+        state.log_start_offset = state.log_start_offset.min(end);
+        Ok(())
+    }
+
+    /// Byte position of the batch holding `offset` in `segment` (its size if none does).
+    fn position_of_batch_holding(
+        &self,
+        segment: &Segment,
+        offset: Offset,
+    ) -> Result<u64, LogError> {
+        let relative = (offset.0 - segment.base_offset().0).max(0) as u32;
+        let mut position = u64::from(segment.index.position_for(relative));
+        let mut header_bytes = [0u8; BATCH_HEADER_BYTES];
+        while position < segment.size_bytes {
+            segment
+                .file
+                .file
+                .read_exact_at(&mut header_bytes, position)
+                .map_err(LogError::io("read segment", &segment.file.path))?;
+            let header = BatchHeader::parse(&header_bytes).ok_or_else(|| LogError::Io {
+                operation: "parse batch header",
+                path: segment.file.path.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("bad batch header at byte {position}"),
+                ),
+            })?;
+            if header.next_offset() > offset {
+                return Ok(position);
+            }
+            position += header.size_bytes as u64;
+        }
+        Ok(segment.size_bytes)
+    }
+
     /// The offset below which the log is synced and indexed: the active segment's base.
     pub fn recovery_point(&self) -> Offset {
         self.lock().active().base_offset()

@@ -295,3 +295,66 @@ fn timestamps_find_the_first_batch_at_or_after_them() {
     let max = log.batch_with_max_timestamp().unwrap().unwrap();
     assert_eq!(BatchHeader::parse(&max).unwrap().base_offset, Offset(90));
 }
+
+#[test]
+fn truncation_removes_whole_batches_from_the_offset_on_and_appends_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    let manager = open(dir.path());
+    let config = LogConfig {
+        segment_bytes: 4 * 1024,
+        ..LogConfig::default()
+    };
+    let log = manager
+        .get_or_create(&TopicPartition::new("cut", 0), config)
+        .unwrap();
+    for round in 0..40 {
+        append(&manager, &log, batch(5, 100, round)).unwrap();
+    }
+    let segments_before = log.segment_count();
+    // Offset 102 is inside the batch 100..=104: that batch goes whole.
+    log.truncate_to(Offset(102)).unwrap();
+    assert_eq!(log.offsets().log_end_offset, Offset(100));
+    assert_eq!(log.offsets().high_watermark, Offset(100));
+    assert!(log.segment_count() < segments_before);
+    let info = append(&manager, &log, batch(5, 100, 99)).unwrap();
+    assert_eq!(info.base_offset, Offset(100));
+    let batches = read_all(&log, Offset(0));
+    assert_eq!(batches.len(), 21);
+    assert!(batches.iter().enumerate().all(|(i, b)| b.0 == i as i64 * 5));
+}
+
+#[test]
+fn delete_records_moves_the_log_start_and_drops_whole_segments_below_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let manager = open(dir.path());
+    let config = LogConfig {
+        segment_bytes: 4 * 1024,
+        ..LogConfig::default()
+    };
+    let log = manager
+        .get_or_create(&TopicPartition::new("purge", 0), config)
+        .unwrap();
+    for round in 0..40 {
+        append(&manager, &log, batch(5, 100, round)).unwrap();
+    }
+    let before = log.segment_count();
+    assert_eq!(log.delete_records_before(Offset(123)).unwrap(), Offset(123));
+    assert!(log.segment_count() < before);
+    assert!(matches!(
+        log.read(Offset(122), 100),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    // Reading at the new start returns the batch holding it.
+    let first = log.read(Offset(123), 100).unwrap();
+    assert_eq!(BatchHeader::parse(&first).unwrap().base_offset, Offset(120));
+    assert!(matches!(
+        log.delete_records_before(Offset(201)),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    manager.checkpoint().unwrap();
+    drop(log);
+    manager.shutdown().unwrap();
+    let reopened = open(dir.path());
+    let log = reopened.get(&TopicPartition::new("purge", 0)).unwrap();
+    assert_eq!(log.offsets().log_start_offset, Offset(123));
+}
