@@ -33,7 +33,10 @@ impl From<&karst_storage::LogError> for ApiError {
         use karst_storage::LogError;
         let code = match error {
             LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
-            LogError::Offline(_) | LogError::Io { .. } => ResponseError::KafkaStorageError,
+            LogError::Offline(_)
+            | LogError::OutOfSpace(_)
+            | LogError::Corrupt { .. }
+            | LogError::Io { .. } => ResponseError::KafkaStorageError,
         };
         ApiError::new(code, error.to_string())
     }

@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use karst_storage::{LogConfig, LogManager, LogManagerOptions, PortableBackend};
+use karst_storage::{LogConfig, LogManager, LogManagerOptions};
 
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
@@ -132,7 +132,8 @@ async fn serve(config: BrokerConfig, source: String) -> anyhow::Result<()> {
     let options = LogManagerOptions {
         dir: dir.clone(),
         storage_threads: config.storage_threads,
-        backend: Arc::new(PortableBackend),
+        backend: karst_storage::io::select_backend(config.io_backend)
+            .with_context(|| format!("log.io.backend = {:?}", config.io_backend))?,
     };
     let logs = tokio::task::spawn_blocking(move || LogManager::open(options, &default_log_config))
         .await?

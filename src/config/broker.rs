@@ -63,6 +63,7 @@ pub const BROKER_KEYS: &[KeyDef] = keys![
     "queued.max.request.bytes", Long, "536870912", "Bytes of requests in flight, all connections together.";
     "max.connections", Int, "10000", "Most client connections open at once.";
     "log.io.threads", Int, "2", "Storage threads (group commit).";
+    "log.io.backend", String, "auto", "auto (io_uring when the kernel allows it), io_uring, or portable (pwritev + fdatasync).";
     "max.incremental.fetch.session.cache.slots", Int, "1000", "Most incremental fetch sessions.";
     "compression.type", String, "producer", "Broker default compression.type.";
     "unclean.leader.election.enable", Boolean, "false", "Default unclean.leader.election.enable.";
@@ -94,6 +95,7 @@ pub struct BrokerConfig {
     pub queued_request_bytes_max: usize,
     pub connections_max: usize,
     pub storage_threads: usize,
+    pub io_backend: karst_storage::io::BackendChoice,
     pub fetch_session_slots: usize,
 }
 
@@ -223,6 +225,9 @@ impl BrokerConfig {
             bail!("invalid value for config key `log.message.timestamp.type`: `{timestamp_type}` is not CreateTime or LogAppendTime");
         }
         let replication = positive("default.replication.factor")?;
+        let io_backend = get("log.io.backend").parse().map_err(|problem| {
+            anyhow!("invalid value for config key `log.io.backend`: {problem}")
+        })?;
         let cluster_id = Some(get("cluster.id")).filter(|id| !id.is_empty());
         Ok(BrokerConfig {
             node_id,
@@ -247,6 +252,7 @@ impl BrokerConfig {
             queued_request_bytes_max: positive("queued.max.request.bytes")? as usize,
             connections_max: positive("max.connections")? as usize,
             storage_threads: positive("log.io.threads")? as usize,
+            io_backend,
             fetch_session_slots: Self::int_key(
                 &explicit,
                 "max.incremental.fetch.session.cache.slots",

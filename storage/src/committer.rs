@@ -9,16 +9,19 @@
 //! produce requests, which is what makes fsync-before-ack affordable.
 
 use std::collections::hash_map::DefaultHasher;
+use std::fs::File;
 use std::hash::{Hash, Hasher};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
+
 use crate::batch::ValidBatch;
 use crate::error::LogError;
-use crate::io::IoBackend;
-use crate::log::{AppendInfo, Log, WriteReceipt};
+use crate::io::{FileJob, IoBackend};
+use crate::log::{AppendInfo, Log, RollbackPoint, WritePlan};
 use crate::segment::SegmentFile;
 use crate::types::LeaderEpoch;
 
@@ -101,57 +104,154 @@ fn run_thread(receiver: &mpsc::Receiver<AppendRequest>, backend: &dyn IoBackend)
     }
 }
 
+/// The I/O of one file in a group: contiguous pieces of one log's plans.
+struct JobSpec {
+    log_index: usize,
+    target: Target,
+    position: u64,
+    buffers: Vec<Bytes>,
+    sync: bool,
+}
+
+enum Target {
+    Segment(Arc<SegmentFile>),
+    /// Index into the group's opened directory handles (a new segment's directory entry).
+    Directory(usize),
+}
+
 fn commit_group(group: Vec<AppendRequest>, backend: &dyn IoBackend) {
     let now = now_ms();
-    let mut written: Vec<(Arc<Log>, Result<WriteReceipt, LogError>, Completion)> = group
-        .into_iter()
-        .map(|request| {
-            let outcome = request
-                .log
-                .write(backend, request.batches, request.leader_epoch, now);
-            (request.log, outcome, request.completion)
-        })
-        .collect();
-    // One sync per log per group, covering every file the group wrote to for it.
-    let mut logs: Vec<Arc<Log>> = Vec::new();
-    for (log, _, _) in &written {
-        if !logs.iter().any(|seen| Arc::ptr_eq(seen, log)) {
-            logs.push(Arc::clone(log));
+    // 1. Reserve: plan every request in order, remembering each log's state before its
+    //    first plan in this group.
+    let mut logs: Vec<(Arc<Log>, RollbackPoint)> = Vec::new();
+    let mut planned: Vec<(usize, Result<WritePlan, LogError>, Completion)> =
+        Vec::with_capacity(group.len());
+    for request in group {
+        let log_index = match logs
+            .iter()
+            .position(|(log, _)| Arc::ptr_eq(log, &request.log))
+        {
+            Some(index) => index,
+            None => {
+                logs.push((Arc::clone(&request.log), request.log.rollback_point()));
+                logs.len() - 1
+            }
+        };
+        let plan = request.log.plan(request.batches, request.leader_epoch, now);
+        planned.push((log_index, plan, request.completion));
+    }
+    // A log whose planning failed part-way is rolled back whole: its group fails.
+    let mut failed: Vec<Option<LogError>> = (0..logs.len()).map(|_| None).collect();
+    for (log_index, plan, _) in &planned {
+        if let (Err(error), None) = (plan, &failed[*log_index]) {
+            failed[*log_index] = Some(LogError::Offline(error.to_string()));
         }
     }
-    for log in logs {
-        let receipts: Vec<&WriteReceipt> = written
-            .iter()
-            .filter(|(other, _, _)| Arc::ptr_eq(other, &log))
-            .filter_map(|(_, outcome, _)| outcome.as_ref().ok())
-            .collect();
-        if !receipts.iter().any(|receipt| receipt.needs_sync) {
+    for (index, (log, point)) in logs.iter().enumerate() {
+        if failed[index].is_some() {
+            log.rollback(point);
+        }
+    }
+    // 2. Jobs: per log, per segment file, one contiguous write (+ sync when any plan of the
+    //    log needs it), and a directory sync when a segment was created.
+    let mut specs: Vec<JobSpec> = Vec::new();
+    let mut directories: Vec<File> = Vec::new();
+    for (index, (log, _)) in logs.iter().enumerate() {
+        if failed[index].is_some() {
             continue;
         }
-        let mut files: Vec<Arc<SegmentFile>> = Vec::new();
-        for (file, _) in receipts.iter().flat_map(|receipt| receipt.written.iter()) {
-            if !files.iter().any(|seen| Arc::ptr_eq(seen, file)) {
-                files.push(Arc::clone(file));
+        let plans: Vec<&WritePlan> = planned
+            .iter()
+            .filter(|(log_index, _, _)| *log_index == index)
+            .filter_map(|(_, plan, _)| plan.as_ref().ok())
+            .collect();
+        let sync = plans.iter().any(|plan| plan.needs_sync);
+        for plan in &plans {
+            for (file, position, buffers) in &plan.pieces {
+                let contiguous = specs.last_mut().filter(|spec| {
+                    spec.log_index == index
+                        && matches!(&spec.target, Target::Segment(f) if Arc::ptr_eq(f, file))
+                        && spec.position + spec.buffers.iter().map(|b| b.len() as u64).sum::<u64>()
+                            == *position
+                });
+                match contiguous {
+                    Some(spec) => spec.buffers.extend(buffers.iter().cloned()),
+                    None => specs.push(JobSpec {
+                        log_index: index,
+                        target: Target::Segment(Arc::clone(file)),
+                        position: *position,
+                        buffers: buffers.clone(),
+                        sync,
+                    }),
+                }
             }
         }
-        let created_segment = receipts.iter().any(|receipt| receipt.created_segment);
-        if let Err(error) = log.sync(backend, &files, created_segment) {
-            // None of this log's appends in the group is durable: fail them all.
-            for entry in written
-                .iter_mut()
-                .filter(|(other, _, _)| Arc::ptr_eq(other, &log))
-            {
-                entry.1 = Err(LogError::Offline(error.to_string()));
+        if sync && plans.iter().any(|plan| plan.created_segment) {
+            match File::open(log.dir()) {
+                Ok(directory) => {
+                    directories.push(directory);
+                    specs.push(JobSpec {
+                        log_index: index,
+                        target: Target::Directory(directories.len() - 1),
+                        position: 0,
+                        buffers: Vec::new(),
+                        sync: true,
+                    });
+                }
+                Err(error) => {
+                    failed[index] = Some(LogError::Offline(format!(
+                        "open {}: {error}",
+                        log.dir().display()
+                    )))
+                }
             }
         }
     }
-    for (log, outcome, completion) in written {
-        match outcome {
-            Ok(receipt) => {
-                log.publish(&receipt);
-                completion(Ok(receipt.info));
+    // 3. Run the group's I/O.
+    let jobs: Vec<FileJob<'_>> = specs
+        .iter()
+        .map(|spec| FileJob {
+            file: match &spec.target {
+                Target::Segment(file) => &file.file,
+                Target::Directory(index) => &directories[*index],
+            },
+            position: spec.position,
+            buffers: spec.buffers.iter().map(|b| b.as_ref()).collect(),
+            sync: spec.sync,
+        })
+        .collect();
+    let outcomes = backend.run(&jobs);
+    // 4. Judge each log: out of space rolls back (the log stays online and writable once
+    //    space returns); any other write error, and every sync error, takes it offline.
+    for (spec, outcome) in specs.iter().zip(outcomes) {
+        let Err(error) = outcome else { continue };
+        if failed[spec.log_index].is_some() {
+            continue;
+        }
+        let (log, point) = &logs[spec.log_index];
+        let path = match &spec.target {
+            Target::Segment(file) => file.path.display().to_string(),
+            Target::Directory(_) => log.dir().display().to_string(),
+        };
+        let reason = format!("{error} on {path} at byte {}", spec.position);
+        if error.is_out_of_space() {
+            tracing::warn!(partition = %log.topic_partition(), reason, "append refused: out of space");
+            log.rollback(point);
+            failed[spec.log_index] = Some(LogError::OutOfSpace(reason));
+        } else {
+            log.take_offline(reason.clone());
+            failed[spec.log_index] = Some(LogError::Offline(reason));
+        }
+    }
+    // 5. Publish and acknowledge in submission order.
+    for (log_index, plan, completion) in planned {
+        match (&failed[log_index], plan) {
+            (None, Ok(plan)) => {
+                logs[log_index].0.publish(&plan);
+                completion(Ok(plan.info));
             }
-            Err(error) => completion(Err(error)),
+            (Some(error), _) => completion(Err(error.duplicate())),
+            (None, Err(error)) => completion(Err(error)),
         }
     }
 }

@@ -17,6 +17,12 @@ pub enum LogError {
     /// An earlier write or sync failed; the log serves nothing until restarted.
     #[error("log is offline: {0}")]
     Offline(String),
+    /// The disk is full: the append was undone; retrying succeeds once space returns.
+    #[error("out of space: {0}")]
+    OutOfSpace(String),
+    /// A stored batch failed its CRC check: it is never served; the log goes offline.
+    #[error("corrupt batch in {path} at byte {position}")]
+    Corrupt { path: PathBuf, position: u64 },
     /// An I/O call failed on `path`.
     #[error("{operation} {path}: {source}")]
     Io {
@@ -28,6 +34,37 @@ pub enum LogError {
 }
 
 impl LogError {
+    /// The same error again, for each of several appends that failed together (io::Error is
+    /// not Clone; its text is kept).
+    pub fn duplicate(&self) -> LogError {
+        match self {
+            LogError::OffsetOutOfRange {
+                requested,
+                log_start_offset,
+                high_watermark,
+            } => LogError::OffsetOutOfRange {
+                requested: *requested,
+                log_start_offset: *log_start_offset,
+                high_watermark: *high_watermark,
+            },
+            LogError::Offline(reason) => LogError::Offline(reason.clone()),
+            LogError::OutOfSpace(reason) => LogError::OutOfSpace(reason.clone()),
+            LogError::Corrupt { path, position } => LogError::Corrupt {
+                path: path.clone(),
+                position: *position,
+            },
+            LogError::Io {
+                operation,
+                path,
+                source,
+            } => LogError::Io {
+                operation,
+                path: path.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+        }
+    }
+
     pub(crate) fn io(
         operation: &'static str,
         path: impl Into<PathBuf>,

@@ -8,32 +8,73 @@ use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 
-/// Most iovecs one `pwritev` call takes (Linux's `IOV_MAX`).
-const IOVECS_PER_WRITE_MAX: usize = 1024;
+/// Most iovecs one vectored write takes (Linux's `IOV_MAX`).
+pub(crate) const IOVECS_PER_WRITE_MAX: usize = 1024;
 
-/// Positional writes and data syncs on segment files.
+/// One file's share of a group commit: `buffers` written in order from byte `position`,
+/// then, when `sync`, an fdatasync of the file issued only after that write completed.
+pub struct FileJob<'a> {
+    pub file: &'a File,
+    pub position: u64,
+    pub buffers: Vec<&'a [u8]>,
+    pub sync: bool,
+}
+
+/// How a job failed. A failed write may have written part of its buffers.
+#[derive(Debug)]
+pub enum JobError {
+    Write(io::Error),
+    Sync(io::Error),
+}
+
+impl std::fmt::Display for JobError {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JobError::Write(error) => write!(formatter, "write failed: {error}"),
+            JobError::Sync(error) => write!(formatter, "fdatasync failed: {error}"),
+        }
+    }
+}
+
+impl JobError {
+    /// Out of space or quota: the write can be undone and retried later, the disk is fine.
+    pub fn is_out_of_space(&self) -> bool {
+        matches!(self, JobError::Write(error) if matches!(error.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)))
+    }
+}
+
+/// Executes the I/O of a group commit.
 pub trait IoBackend: Send + Sync + 'static {
     /// A short name for logs and metrics (`portable`, `io_uring`).
     fn name(&self) -> &'static str;
 
-    /// Writes all of `buffers`, in order, starting at byte `position` of `file`.
-    /// Short writes are continued; an error is returned as is and never retried.
-    fn write_all_at(&self, file: &File, position: u64, buffers: &[&[u8]]) -> io::Result<()>;
-
-    /// Makes the file's data (and the metadata needed to read it) durable.
-    fn sync_data(&self, file: &File) -> io::Result<()>;
+    /// Runs every job and returns one outcome per job, in order. Jobs on different files
+    /// may run concurrently; within a job the sync follows the write. Short writes are
+    /// continued; errors are returned as they are and never retried.
+    fn run(&self, jobs: &[FileJob<'_>]) -> Vec<Result<(), JobError>>;
 }
 
-/// `pwritev` + `fdatasync`.
+/// Syncs one file through `backend`.
+pub fn sync_file(backend: &dyn IoBackend, file: &File) -> io::Result<()> {
+    let job = FileJob {
+        file,
+        position: 0,
+        buffers: Vec::new(),
+        sync: true,
+    };
+    match backend.run(std::slice::from_ref(&job)).pop() {
+        Some(Err(JobError::Sync(error) | JobError::Write(error))) => Err(error),
+        _ => Ok(()),
+    }
+}
+
+/// `pwritev` + `fdatasync`, one job after another.
 #[derive(Debug, Default)]
 pub struct PortableBackend;
 
-impl IoBackend for PortableBackend {
-    fn name(&self) -> &'static str {
-        "portable"
-    }
-
-    fn write_all_at(&self, file: &File, mut position: u64, buffers: &[&[u8]]) -> io::Result<()> {
+impl PortableBackend {
+    /// Writes all of `buffers` at `position`, continuing short writes.
+    pub fn write_all_at(file: &File, mut position: u64, buffers: &[&[u8]]) -> io::Result<()> {
         let mut pending: Vec<&[u8]> = buffers.iter().copied().filter(|b| !b.is_empty()).collect();
         let mut first = 0;
         while first < pending.len() {
@@ -69,24 +110,42 @@ impl IoBackend for PortableBackend {
                 ));
             }
             position += written as u64;
-            // Advance past what was written: whole buffers, then a partial one.
-            let mut remaining = written as usize;
-            while remaining > 0 {
-                let length = pending[first].len();
-                if remaining >= length {
-                    remaining -= length;
-                    first += 1;
-                } else {
-                    pending[first] = &pending[first][remaining..];
-                    remaining = 0;
-                }
-            }
+            advance(&mut pending, &mut first, written as usize);
         }
         Ok(())
     }
+}
 
-    fn sync_data(&self, file: &File) -> io::Result<()> {
-        file.sync_data()
+/// Drops `written` bytes from the front of `pending[*first..]`.
+pub(crate) fn advance(pending: &mut [&[u8]], first: &mut usize, mut written: usize) {
+    while written > 0 {
+        let length = pending[*first].len();
+        if written >= length {
+            written -= length;
+            *first += 1;
+        } else {
+            pending[*first] = &pending[*first][written..];
+            written = 0;
+        }
+    }
+}
+
+impl IoBackend for PortableBackend {
+    fn name(&self) -> &'static str {
+        "portable"
+    }
+
+    fn run(&self, jobs: &[FileJob<'_>]) -> Vec<Result<(), JobError>> {
+        jobs.iter()
+            .map(|job| {
+                Self::write_all_at(job.file, job.position, &job.buffers)
+                    .map_err(JobError::Write)?;
+                if job.sync {
+                    job.file.sync_data().map_err(JobError::Sync)?;
+                }
+                Ok(())
+            })
+            .collect()
     }
 }
 
@@ -112,8 +171,13 @@ mod tests {
             .unwrap();
         let many: Vec<Vec<u8>> = (0..3000u32).map(|i| vec![(i % 251) as u8; 3]).collect();
         let slices: Vec<&[u8]> = many.iter().map(|v| v.as_slice()).collect();
-        PortableBackend.write_all_at(&file, 10, &slices).unwrap();
-        PortableBackend.sync_data(&file).unwrap();
+        let outcome = PortableBackend.run(&[FileJob {
+            file: &file,
+            position: 10,
+            buffers: slices,
+            sync: true,
+        }]);
+        assert!(outcome.iter().all(Result::is_ok));
         let mut read = vec![0u8; 9000];
         file.read_exact_at(&mut read, 10).unwrap();
         assert_eq!(read, many.concat());

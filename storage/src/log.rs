@@ -52,14 +52,29 @@ pub struct AppendInfo {
     pub log_start_offset: Offset,
 }
 
-/// What the committer needs after writing: which files to sync, what to publish.
-pub(crate) struct WriteReceipt {
+/// An append whose offsets and file positions are reserved, not yet written: what the
+/// committer turns into I/O jobs.
+pub(crate) struct WritePlan {
     pub info: AppendInfo,
     pub end_offset: Offset,
-    /// Each written segment file with the byte position its data now ends at.
-    pub written: Vec<(Arc<SegmentFile>, u64)>,
+    /// Per segment file written, in order: the file, the start position, the buffers.
+    pub pieces: Vec<(Arc<SegmentFile>, u64, Vec<Bytes>)>,
     pub created_segment: bool,
     pub needs_sync: bool,
+}
+
+/// The log's append state before a group's first plan, to undo the group's reservations
+/// when its write fails for lack of space.
+pub(crate) struct RollbackPoint {
+    active_base: Offset,
+    size_bytes: u64,
+    next_offset: Offset,
+    index_offsets: usize,
+    index_times: usize,
+    bytes_since_index_entry: u64,
+    max_timestamp: i64,
+    max_timestamp_batch: Offset,
+    messages_since_flush: i64,
 }
 
 struct LogState {
@@ -117,6 +132,8 @@ pub struct Log {
 /// A readable window of one segment file.
 struct ReadWindow {
     file: Arc<SegmentFile>,
+    /// The high watermark when the window was taken: no served batch may reach past it.
+    high_watermark: Offset,
     start_position: u64,
     end_position: u64,
 }
@@ -275,129 +292,147 @@ impl Log {
         }
     }
 
-    /// Reserves offsets and file positions for `batches`, then writes them. Called only by
-    /// the committer thread that owns this log.
-    pub(crate) fn write(
+    /// Reserves offsets and file positions for `batches` (no I/O but for a roll). Called only
+    /// by the committer thread that owns this log.
+    pub(crate) fn plan(
         &self,
-        backend: &dyn IoBackend,
         batches: Vec<ValidBatch>,
         epoch: LeaderEpoch,
         now_ms: i64,
-    ) -> Result<WriteReceipt, LogError> {
+    ) -> Result<WritePlan, LogError> {
         let config = self.config();
-        // Per file: (file, start position, buffers). Usually one file.
-        let mut plans: Vec<(Arc<SegmentFile>, u64, Vec<Bytes>)> = Vec::new();
+        let mut pieces: Vec<(Arc<SegmentFile>, u64, Vec<Bytes>)> = Vec::new();
         let mut created_segment = false;
-        let receipt_info;
-        let end_offset;
-        let needs_sync;
-        {
-            let mut state = self.lock();
-            state.check_online()?;
-            let mut first_offset = None;
-            let mut records = 0;
-            for mut batch in batches {
-                if config.log_append_time {
-                    batch.stamp_log_append_time(now_ms);
-                }
-                let active = state.active();
-                let too_big =
-                    active.size_bytes + batch.header.size_bytes as u64 > config.segment_bytes;
-                let too_old = now_ms - active.created_ms >= config.segment_ms;
-                if !active.is_empty() && (too_big || too_old) {
-                    self.roll_locked(&mut state, now_ms)?;
-                    created_segment = true;
-                }
-                let active = state.active_mut();
-                let base_offset = active.next_offset;
-                let position = active.size_bytes;
-                let mut header = batch.header;
-                header.base_offset = base_offset;
-                active.note_batch(&header, position, config.index_interval_bytes);
-                first_offset.get_or_insert(base_offset);
-                records += batch.records_count();
-                let prefix = Bytes::copy_from_slice(&batch.rewritten_prefix(base_offset, epoch));
-                let body = batch.bytes.slice(REWRITTEN_PREFIX_BYTES..);
-                match plans.last_mut() {
-                    Some((file, _, buffers)) if Arc::ptr_eq(file, &active.file) => {
-                        buffers.extend([prefix, body])
-                    }
-                    _ => plans.push((Arc::clone(&active.file), position, vec![prefix, body])),
-                }
+        let mut state = self.lock();
+        state.check_online()?;
+        let mut first_offset = None;
+        let mut records = 0;
+        for mut batch in batches {
+            if config.log_append_time {
+                batch.stamp_log_append_time(now_ms);
             }
-            end_offset = state.log_end_offset();
-            state.messages_since_flush += records;
-            needs_sync = config.sync_before_ack()
-                || state.messages_since_flush >= config.flush_messages
-                || now_ms.saturating_sub(state.last_flush_ms) >= config.flush_ms;
-            if needs_sync {
-                state.messages_since_flush = 0;
-                state.last_flush_ms = now_ms;
+            let active = state.active();
+            let too_big = active.size_bytes + batch.header.size_bytes as u64 > config.segment_bytes;
+            let too_old = now_ms - active.created_ms >= config.segment_ms;
+            if !active.is_empty() && (too_big || too_old) {
+                self.roll_locked(&mut state, now_ms)?;
+                created_segment = true;
             }
-            receipt_info = AppendInfo {
+            let active = state.active_mut();
+            let base_offset = active.next_offset;
+            let position = active.size_bytes;
+            let mut header = batch.header;
+            header.base_offset = base_offset;
+            active.note_batch(&header, position, config.index_interval_bytes);
+            first_offset.get_or_insert(base_offset);
+            records += batch.records_count();
+            let prefix = Bytes::copy_from_slice(&batch.rewritten_prefix(base_offset, epoch));
+            let body = batch.bytes.slice(REWRITTEN_PREFIX_BYTES..);
+            match pieces.last_mut() {
+                Some((file, _, buffers)) if Arc::ptr_eq(file, &active.file) => {
+                    buffers.extend([prefix, body])
+                }
+                _ => pieces.push((Arc::clone(&active.file), position, vec![prefix, body])),
+            }
+        }
+        let end_offset = state.log_end_offset();
+        state.messages_since_flush += records;
+        let needs_sync = config.sync_before_ack()
+            || state.messages_since_flush >= config.flush_messages
+            || now_ms.saturating_sub(state.last_flush_ms) >= config.flush_ms;
+        if needs_sync {
+            state.messages_since_flush = 0;
+            state.last_flush_ms = now_ms;
+        }
+        Ok(WritePlan {
+            info: AppendInfo {
                 base_offset: first_offset.unwrap_or(end_offset),
                 last_offset: end_offset.plus(-1),
                 log_append_time_ms: if config.log_append_time { now_ms } else { -1 },
                 log_start_offset: state.log_start_offset,
-            };
-        }
-        let mut written = Vec::with_capacity(plans.len());
-        for (file, position, buffers) in plans {
-            let slices: Vec<&[u8]> = buffers.iter().map(|b| b.as_ref()).collect();
-            let length: usize = slices.iter().map(|s| s.len()).sum();
-            if let Err(error) = backend.write_all_at(&file.file, position, &slices) {
-                let reason = format!(
-                    "write of {length} bytes at byte {position} of {} failed: {error}",
-                    file.path.display()
-                );
-                self.take_offline(reason.clone());
-                return Err(LogError::Offline(reason));
-            }
-            written.push((file, position + length as u64));
-        }
-        Ok(WriteReceipt {
-            info: receipt_info,
+            },
             end_offset,
-            written,
+            pieces,
             created_segment,
             needs_sync,
         })
     }
 
-    /// Makes a receipt's writes durable. An error takes the log offline: a failed fsync
-    /// leaves the page cache in an unknown state, so it is never retried.
-    pub(crate) fn sync(
-        &self,
-        backend: &dyn IoBackend,
-        files: &[Arc<SegmentFile>],
-        created_segment: bool,
-    ) -> Result<(), LogError> {
-        for file in files {
-            if let Err(error) = backend.sync_data(&file.file) {
-                let reason = format!("fdatasync of {} failed: {error}", file.path.display());
-                self.take_offline(reason.clone());
-                return Err(LogError::Offline(reason));
-            }
+    /// Where the next plan starts from, for [`Log::rollback`].
+    pub(crate) fn rollback_point(&self) -> RollbackPoint {
+        let state = self.lock();
+        let active = state.active();
+        RollbackPoint {
+            active_base: active.base_offset(),
+            size_bytes: active.size_bytes,
+            next_offset: active.next_offset,
+            index_offsets: active.index.offsets.len(),
+            index_times: active.index.times.len(),
+            bytes_since_index_entry: active.bytes_since_index_entry,
+            max_timestamp: active.max_timestamp,
+            max_timestamp_batch: active.max_timestamp_batch,
+            messages_since_flush: state.messages_since_flush,
         }
-        if created_segment {
-            if let Err(error) = sync_directory(&self.dir) {
-                let reason = format!("fsync of directory {} failed: {error}", self.dir.display());
-                self.take_offline(reason.clone());
-                return Err(LogError::Offline(reason));
-            }
-        }
-        Ok(())
     }
 
-    /// Makes a receipt's data visible to readers and advances the high watermark.
-    pub(crate) fn publish(&self, receipt: &WriteReceipt) {
+    /// Undoes every reservation made since `point`: segments created since are deleted and
+    /// the active segment is cut back (file and bookkeeping), so nothing half-written can
+    /// be read or mistaken for data by a later recovery. If even that fails, the log goes
+    /// offline.
+    pub(crate) fn rollback(&self, point: &RollbackPoint) {
         let mut state = self.lock();
-        for (file, end_position) in &receipt.written {
+        let newer: Vec<Offset> = state
+            .segments
+            .range(point.active_base.plus(1)..)
+            .map(|(base, _)| *base)
+            .collect();
+        for base in newer {
+            let segment = state.segments.remove(&base).expect("listed above");
+            segment.delete_files(&self.dir);
+        }
+        let Some(active) = state.segments.get_mut(&point.active_base) else {
+            drop(state);
+            self.take_offline(format!(
+                "rollback found no segment at {}",
+                point.active_base
+            ));
+            return;
+        };
+        active.size_bytes = point.size_bytes;
+        active.visible_bytes = active.visible_bytes.min(point.size_bytes);
+        active.next_offset = point.next_offset;
+        active.index.offsets.truncate(point.index_offsets);
+        active.index.times.truncate(point.index_times);
+        active.bytes_since_index_entry = point.bytes_since_index_entry;
+        active.max_timestamp = point.max_timestamp;
+        active.max_timestamp_batch = point.max_timestamp_batch;
+        let file = Arc::clone(&active.file);
+        state.messages_since_flush = point.messages_since_flush;
+        drop(state);
+        if let Err(error) = file
+            .file
+            .set_len(point.size_bytes)
+            .and_then(|()| file.file.sync_all())
+        {
+            self.take_offline(format!(
+                "could not cut {} back to {} bytes after a failed write: {error}",
+                file.path.display(),
+                point.size_bytes
+            ));
+        }
+    }
+
+    /// Makes a written (and, if it needed it, synced) plan visible to readers and advances
+    /// the high watermark.
+    pub(crate) fn publish(&self, plan: &WritePlan) {
+        let mut state = self.lock();
+        for (file, position, buffers) in &plan.pieces {
+            let end = position + buffers.iter().map(|b| b.len() as u64).sum::<u64>();
             if let Some(segment) = state.segments.get_mut(&file.base_offset) {
-                segment.visible_bytes = segment.visible_bytes.max(*end_position);
+                segment.visible_bytes = segment.visible_bytes.max(end);
             }
         }
-        state.high_watermark = state.high_watermark.max(receipt.end_offset);
+        state.high_watermark = state.high_watermark.max(plan.end_offset);
     }
 
     /// Seals the active segment (indexes written and synced) and starts a new one.
@@ -428,6 +463,7 @@ impl Log {
         };
         let relative = (offset.0 - segment.base_offset().0).max(0) as u32;
         Ok(Some(ReadWindow {
+            high_watermark: state.high_watermark,
             file: Arc::clone(&segment.file),
             start_position: u64::from(segment.index.position_for(relative)),
             end_position: segment.visible_bytes,
@@ -482,7 +518,49 @@ impl Log {
                 max_bytes,
             );
         }
-        Ok(buffer.slice(position..position + end))
+        let records = buffer.slice(position..position + end);
+        self.verify(&records, &window, window.start_position + position as u64)?;
+        Ok(records)
+    }
+
+    /// Checks the CRC of every batch about to be served. A mismatch means the disk returned
+    /// something other than what was synced: the batch is never served, and the log goes
+    /// offline, loudly, naming the file and position.
+    fn verify(
+        &self,
+        records: &[u8],
+        window: &ReadWindow,
+        start_position: u64,
+    ) -> Result<(), LogError> {
+        let file = &window.file;
+        let mut offset_in_records = 0;
+        let mut previous_end = Offset(i64::MIN);
+        while let Some(header) = BatchHeader::parse(&records[offset_in_records..]) {
+            let batch = &records[offset_in_records..];
+            // The prefix (base offset, length, leader epoch) is outside the CRC: check that
+            // offsets rise and stay below the high watermark instead.
+            let offsets_sane = header.base_offset >= previous_end
+                && header.last_offset_delta >= 0
+                && header.next_offset() <= window.high_watermark;
+            previous_end = header.next_offset();
+            if !offsets_sane || !crate::batch::crc_matches(batch, &header) {
+                let position = start_position + offset_in_records as u64;
+                self.take_offline(format!(
+                    "CRC mismatch or impossible offsets in stored batch at offset {} ({} byte {position}): the disk returned corrupt data",
+                    header.base_offset,
+                    file.path.display()
+                ));
+                return Err(LogError::Corrupt {
+                    path: file.path.clone(),
+                    position,
+                });
+            }
+            offset_in_records += header.size_bytes;
+            if offset_in_records >= records.len() {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Reads whole batches from a batch boundary at `position`.
@@ -519,7 +597,9 @@ impl Log {
             .read_exact_at(&mut buffer, position)
             .map_err(LogError::io("read segment", path))?;
         let end = whole_batches_end(&buffer, length).max(header.size_bytes.min(length));
-        Ok(buffer.freeze().slice(..end))
+        let records = buffer.freeze().slice(..end);
+        self.verify(&records, window, position)?;
+        Ok(records)
     }
 
     /// The first batch whose max timestamp is at or after `timestamp`, for ListOffsets.
@@ -662,7 +742,7 @@ impl Log {
             state.last_flush_ms = now_ms;
             Arc::clone(&state.active().file)
         };
-        backend.sync_data(&file.file).map_err(|error| {
+        crate::io::sync_file(backend, &file.file).map_err(|error| {
             let reason = format!("fdatasync of {} failed: {error}", file.path.display());
             self.take_offline(reason.clone());
             LogError::Offline(reason)
@@ -794,8 +874,7 @@ impl Log {
         let state = self.lock();
         state.check_online()?;
         let active = state.active();
-        backend
-            .sync_data(&active.file.file)
+        crate::io::sync_file(backend, &active.file.file)
             .map_err(LogError::io("sync segment", &active.file.path))?;
         active.write_indexes(&self.dir)?;
         Ok(state.log_end_offset())

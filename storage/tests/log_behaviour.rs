@@ -1,105 +1,12 @@
 //! Behaviour of a partition log through the log manager: appends, reads, recovery,
 //! retention. Each test narrates its steps.
 
-use std::sync::mpsc;
-use std::sync::Arc;
+mod support;
 
-use bytes::Bytes;
 use karst_storage::batch::BatchHeader;
-use karst_storage::{
-    validate_produced, AppendInfo, LeaderEpoch, Log, LogConfig, LogError, LogManager,
-    LogManagerOptions, Offset, PortableBackend, TopicPartition,
-};
+use karst_storage::{Log, LogConfig, LogError, Offset, TopicPartition};
 
-fn write_varint(out: &mut Vec<u8>, value: i64) {
-    let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
-    loop {
-        let byte = (zigzag & 0x7f) as u8;
-        zigzag >>= 7;
-        if zigzag == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
-/// An uncompressed batch of `count` records of `value_bytes` bytes, timestamps from `timestamp`.
-fn batch(count: usize, value_bytes: usize, timestamp: i64) -> Bytes {
-    let mut records = Vec::new();
-    for index in 0..count {
-        let mut record = vec![0u8];
-        write_varint(&mut record, index as i64);
-        write_varint(&mut record, index as i64);
-        write_varint(&mut record, -1);
-        write_varint(&mut record, value_bytes as i64);
-        record.extend(std::iter::repeat_n((index % 251) as u8, value_bytes));
-        write_varint(&mut record, 0);
-        write_varint(&mut records, record.len() as i64);
-        records.extend_from_slice(&record);
-    }
-    let mut out = Vec::new();
-    out.extend_from_slice(&0i64.to_be_bytes());
-    out.extend_from_slice(&((49 + records.len()) as i32).to_be_bytes());
-    out.extend_from_slice(&(-1i32).to_be_bytes());
-    out.push(2);
-    out.extend_from_slice(&0u32.to_be_bytes());
-    out.extend_from_slice(&0i16.to_be_bytes());
-    out.extend_from_slice(&(count as i32 - 1).to_be_bytes());
-    out.extend_from_slice(&timestamp.to_be_bytes());
-    out.extend_from_slice(&(timestamp + count as i64 - 1).to_be_bytes());
-    out.extend_from_slice(&(-1i64).to_be_bytes());
-    out.extend_from_slice(&(-1i16).to_be_bytes());
-    out.extend_from_slice(&(-1i32).to_be_bytes());
-    out.extend_from_slice(&(count as i32).to_be_bytes());
-    out.extend_from_slice(&records);
-    let crc = crc32c::crc32c(&out[21..]);
-    out[17..21].copy_from_slice(&crc.to_be_bytes());
-    Bytes::from(out)
-}
-
-fn open(dir: &std::path::Path) -> LogManager {
-    LogManager::open(
-        LogManagerOptions {
-            dir: dir.to_path_buf(),
-            storage_threads: 2,
-            backend: Arc::new(PortableBackend),
-        },
-        &LogConfig::default(),
-    )
-    .unwrap()
-}
-
-fn append(manager: &LogManager, log: &Arc<Log>, bytes: Bytes) -> Result<AppendInfo, LogError> {
-    let batches = validate_produced(&bytes, 1 << 24).unwrap();
-    let (sender, receiver) = mpsc::channel();
-    manager.append(
-        Arc::clone(log),
-        batches,
-        LeaderEpoch(0),
-        Box::new(move |outcome| sender.send(outcome).unwrap()),
-    );
-    receiver.recv().unwrap()
-}
-
-/// Reads every batch from `from` to the high watermark; returns (base offset, count) pairs.
-fn read_all(log: &Log, from: Offset) -> Vec<(i64, i32)> {
-    let mut out = Vec::new();
-    let mut offset = from;
-    for _ in 0..100_000 {
-        let bytes = log.read(offset, 64 * 1024).unwrap();
-        if bytes.is_empty() {
-            break;
-        }
-        let mut position = 0;
-        while let Some(header) = BatchHeader::parse(&bytes[position..]) {
-            out.push((header.base_offset.0, header.records_count));
-            offset = header.next_offset();
-            position += header.size_bytes;
-        }
-    }
-    out
-}
+use support::{append, batch, open, read_all};
 
 #[test]
 fn appends_get_consecutive_offsets_and_read_back_in_order() {
@@ -357,4 +264,53 @@ fn delete_records_moves_the_log_start_and_drops_whole_segments_below_it() {
     let reopened = open(dir.path());
     let log = reopened.get(&TopicPartition::new("purge", 0)).unwrap();
     assert_eq!(log.offsets().log_start_offset, Offset(123));
+}
+
+#[test]
+fn a_bit_flip_in_a_sealed_segment_is_never_served_and_takes_the_log_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let partition = TopicPartition::new("rot", 0);
+    let config = LogConfig {
+        segment_bytes: 4 * 1024,
+        ..LogConfig::default()
+    };
+    {
+        let manager = open(dir.path());
+        let log = manager.get_or_create(&partition, config.clone()).unwrap();
+        for round in 0..40 {
+            append(&manager, &log, batch(5, 100, round)).unwrap();
+        }
+        manager.shutdown().unwrap();
+    }
+    // Flip one bit in the middle of the first (sealed) segment.
+    let segment = dir.path().join("rot-0/00000000000000000000.log");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x04;
+    std::fs::write(&segment, bytes).unwrap();
+    let manager = open(dir.path());
+    let log = manager.get(&partition).unwrap();
+    let outcome = read_all_checked(&log);
+    assert!(
+        matches!(outcome, Err(LogError::Corrupt { .. })),
+        "{outcome:?}"
+    );
+    assert!(log.offline_reason().unwrap().contains("CRC mismatch"));
+}
+
+fn read_all_checked(log: &Log) -> Result<usize, LogError> {
+    let mut offset = Offset(0);
+    let mut batches = 0;
+    loop {
+        let bytes = log.read(offset, 64 * 1024)?;
+        if bytes.is_empty() {
+            return Ok(batches);
+        }
+        let mut position = 0;
+        while let Some(header) = BatchHeader::parse(&bytes[position..]) {
+            offset = header.next_offset();
+            position += header.size_bytes;
+            batches += 1;
+        }
+    }
 }
