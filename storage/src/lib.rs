@@ -30,6 +30,7 @@ pub mod log;
 pub mod manager;
 pub mod segment;
 pub mod types;
+pub mod uring;
 
 pub use batch::{validate_produced, BatchError, BatchHeader, ValidBatch};
 pub use config::LogConfig;
