@@ -210,10 +210,7 @@ impl std::str::FromStr for BackendChoice {
 pub fn select_backend(choice: BackendChoice) -> io::Result<std::sync::Arc<dyn IoBackend>> {
     match choice {
         BackendChoice::Portable => Ok(std::sync::Arc::new(PortableBackend)),
-        BackendChoice::IoUring => Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "io_uring backend not built yet",
-        )),
+        BackendChoice::IoUring => Ok(std::sync::Arc::new(crate::uring::IoUringBackend::probe()?)),
         BackendChoice::Auto => match select_backend(BackendChoice::IoUring) {
             Ok(backend) => Ok(backend),
             Err(error) => {
