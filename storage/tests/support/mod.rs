@@ -1,0 +1,148 @@
+//! Helpers shared by the storage integration tests: a builder for produced record batches,
+//! a log manager opener, a blocking append, and a whole-log reader.
+//!
+//! Each test binary uses a different subset of these helpers, so unused ones are allowed.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use karst_storage::batch::BatchHeader;
+use karst_storage::{
+    validate_produced, AppendInfo, IoBackend, LeaderEpoch, Log, LogConfig, LogError, LogManager,
+    LogManagerOptions, Offset, PortableBackend,
+};
+
+fn write_varint(out: &mut Vec<u8>, value: i64) {
+    let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
+    loop {
+        let byte = (zigzag & 0x7f) as u8;
+        zigzag >>= 7;
+        if zigzag == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// An uncompressed batch of `count` records of `value_bytes` bytes, timestamps from `timestamp`.
+pub fn batch(count: usize, value_bytes: usize, timestamp: i64) -> Bytes {
+    batch_filled(count, value_bytes, timestamp, 0)
+}
+
+/// Like [`batch`], with record values filled from `fill` (so batches of equal shape differ).
+pub fn batch_filled(count: usize, value_bytes: usize, timestamp: i64, fill: u8) -> Bytes {
+    let mut records = Vec::new();
+    for index in 0..count {
+        let mut record = vec![0u8];
+        write_varint(&mut record, index as i64);
+        write_varint(&mut record, index as i64);
+        write_varint(&mut record, -1);
+        write_varint(&mut record, value_bytes as i64);
+        let value_byte = ((index % 251) as u8).wrapping_add(fill);
+        record.extend(std::iter::repeat_n(value_byte, value_bytes));
+        write_varint(&mut record, 0);
+        write_varint(&mut records, record.len() as i64);
+        records.extend_from_slice(&record);
+    }
+    let mut out = Vec::new();
+    out.extend_from_slice(&0i64.to_be_bytes());
+    out.extend_from_slice(&((49 + records.len()) as i32).to_be_bytes());
+    out.extend_from_slice(&(-1i32).to_be_bytes());
+    out.push(2);
+    out.extend_from_slice(&0u32.to_be_bytes());
+    out.extend_from_slice(&0i16.to_be_bytes());
+    out.extend_from_slice(&(count as i32 - 1).to_be_bytes());
+    out.extend_from_slice(&timestamp.to_be_bytes());
+    out.extend_from_slice(&(timestamp + count as i64 - 1).to_be_bytes());
+    out.extend_from_slice(&(-1i64).to_be_bytes());
+    out.extend_from_slice(&(-1i16).to_be_bytes());
+    out.extend_from_slice(&(-1i32).to_be_bytes());
+    out.extend_from_slice(&(count as i32).to_be_bytes());
+    out.extend_from_slice(&records);
+    let crc = crc32c::crc32c(&out[21..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(out)
+}
+
+/// The bytes a produced batch has on disk: base offset and leader epoch rewritten.
+pub fn as_stored(produced: &[u8], base_offset: Offset, epoch: LeaderEpoch) -> Vec<u8> {
+    let mut stored = produced.to_vec();
+    stored[..8].copy_from_slice(&base_offset.0.to_be_bytes());
+    stored[12..16].copy_from_slice(&epoch.0.to_be_bytes());
+    stored
+}
+
+/// Opens the log manager of `dir` on the portable backend with default settings.
+pub fn open(dir: &Path) -> LogManager {
+    open_with(dir, Arc::new(PortableBackend), &LogConfig::default())
+}
+
+/// Opens the log manager of `dir` on `backend`, recovering logs with `config`.
+pub fn open_with(dir: &Path, backend: Arc<dyn IoBackend>, config: &LogConfig) -> LogManager {
+    LogManager::open(
+        LogManagerOptions {
+            dir: dir.to_path_buf(),
+            storage_threads: 2,
+            backend,
+        },
+        config,
+    )
+    .unwrap()
+}
+
+/// Appends the batches in `bytes` and waits for the append to complete.
+pub fn append(manager: &LogManager, log: &Arc<Log>, bytes: Bytes) -> Result<AppendInfo, LogError> {
+    append_with_epoch(manager, log, bytes, LeaderEpoch(0))
+}
+
+/// Appends the batches in `bytes` under `epoch` and waits for the append to complete.
+pub fn append_with_epoch(
+    manager: &LogManager,
+    log: &Arc<Log>,
+    bytes: Bytes,
+    epoch: LeaderEpoch,
+) -> Result<AppendInfo, LogError> {
+    let batches = validate_produced(&bytes, 1 << 24).unwrap();
+    let (sender, receiver) = mpsc::channel();
+    manager.append(
+        Arc::clone(log),
+        batches,
+        epoch,
+        Box::new(move |outcome| sender.send(outcome).unwrap()),
+    );
+    receiver.recv().unwrap()
+}
+
+/// Reads every batch from `from` to the high watermark; returns (base offset, count) pairs.
+pub fn read_all(log: &Log, from: Offset) -> Vec<(i64, i32)> {
+    read_all_bytes(log, from)
+        .iter()
+        .map(|bytes| {
+            let header = BatchHeader::parse(bytes).unwrap();
+            (header.base_offset.0, header.records_count)
+        })
+        .collect()
+}
+
+/// Reads every batch from `from` to the high watermark, one `Bytes` per batch.
+pub fn read_all_bytes(log: &Log, from: Offset) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    let mut offset = from;
+    for _ in 0..100_000 {
+        let bytes = log.read(offset, 64 * 1024).unwrap();
+        if bytes.is_empty() {
+            break;
+        }
+        let mut position = 0;
+        while let Some(header) = BatchHeader::parse(&bytes[position..]) {
+            out.push(bytes.slice(position..position + header.size_bytes));
+            offset = header.next_offset();
+            position += header.size_bytes;
+        }
+    }
+    out
+}
