@@ -34,8 +34,6 @@ use crate::type_config::{Entry, LogId, TypeConfig, Vote};
 use flusher::{FlushRequest, Flusher};
 use segments::SegmentLog;
 
-pub use segments::ENTRY_BYTES_MAX;
-
 const LOG_STATE_FILE: &str = "log-state";
 const COMMITTED_FILE: &str = "committed";
 
