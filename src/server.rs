@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use karst_storage::{LogConfig, LogManager, LogManagerOptions};
+use karst_storage::{LogCleaner, LogConfig, LogManager, LogManagerOptions};
 
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
@@ -160,6 +160,15 @@ async fn serve(config: BrokerConfig, source: String) -> anyhow::Result<()> {
         metadata,
         replicas,
     });
+    // The cleaner is a thread of its own: cleaning is long, blocking, throttled file I/O.
+    let cleaner = if broker.config.cleaner_enabled {
+        Some(LogCleaner::start(
+            Arc::clone(&logs),
+            broker.config.cleaner.clone(),
+        )?)
+    } else {
+        None
+    };
     let (shutdown_sender, shutdown) = watch::channel(false);
     tracing::info!(
         listener = %broker.config.listener,
@@ -189,6 +198,9 @@ async fn serve(config: BrokerConfig, source: String) -> anyhow::Result<()> {
     let _ = network.await;
     let _ = admin.await;
     let _ = maintenance.await;
+    if let Some(cleaner) = cleaner {
+        tokio::task::spawn_blocking(move || cleaner.shutdown()).await?;
+    }
     // In-flight appends finish inside LogManager::shutdown before logs are closed.
     tokio::task::spawn_blocking(move || logs.shutdown())
         .await?

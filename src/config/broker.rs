@@ -57,6 +57,14 @@ pub const BROKER_KEYS: &[KeyDef] = keys![
     "log.flush.offset.checkpoint.interval.ms", Int, "60000", "How often recovery points are checkpointed.";
     "log.message.timestamp.type", String, "CreateTime", "Default message.timestamp.type.";
     "log.cleanup.policy", List, "delete", "Default cleanup.policy.";
+    "log.cleaner.enable", Boolean, "true", "Run the log cleaner (compaction of cleanup.policy=compact topics).";
+    "log.cleaner.dedupe.buffer.size", Long, "134217728", "Memory of the cleaner's key -> offset map: keys mapped per cleaning round.";
+    "log.cleaner.io.max.bytes.per.second", Double, "1.7976931348623157E308", "Cleaner reads plus writes per second.";
+    "log.cleaner.backoff.ms", Long, "15000", "Cleaner sleep when no log needs cleaning.";
+    "log.cleaner.delete.retention.ms", Long, "86400000", "Default delete.retention.ms.";
+    "log.cleaner.min.cleanable.ratio", Double, "0.5", "Default min.cleanable.dirty.ratio.";
+    "log.cleaner.min.compaction.lag.ms", Long, "0", "Default min.compaction.lag.ms.";
+    "log.cleaner.max.compaction.lag.ms", Long, "9223372036854775807", "Default max.compaction.lag.ms.";
     "message.max.bytes", Int, "1048588", "Default max.message.bytes.";
     "socket.request.max.bytes", Int, "104857600", "Largest request frame accepted.";
     "connections.max.idle.ms", Long, "600000", "Idle connections are closed after this.";
@@ -65,6 +73,7 @@ pub const BROKER_KEYS: &[KeyDef] = keys![
     "log.io.threads", Int, "2", "Storage threads (group commit).";
     "log.io.backend", String, "auto", "auto (io_uring when the kernel allows it), io_uring, or portable (pwritev + fdatasync).";
     "max.incremental.fetch.session.cache.slots", Int, "1000", "Most incremental fetch sessions.";
+    "fetch.zero.copy.enable", Boolean, "true", "Send fetched records with sendfile when they are in a verified segment prefix.";
     "compression.type", String, "producer", "Broker default compression.type.";
     "unclean.leader.election.enable", Boolean, "false", "Default unclean.leader.election.enable.";
 ];
@@ -97,6 +106,11 @@ pub struct BrokerConfig {
     pub storage_threads: usize,
     pub io_backend: karst_storage::io::BackendChoice,
     pub fetch_session_slots: usize,
+    /// `log.cleaner.enable`.
+    pub cleaner_enabled: bool,
+    /// `log.cleaner.*` settings of the cleaner thread.
+    pub cleaner: karst_storage::CleanerOptions,
+    pub fetch_zero_copy: bool,
 }
 
 impl BrokerConfig {
@@ -258,6 +272,9 @@ impl BrokerConfig {
                 "max.incremental.fetch.session.cache.slots",
             )
             .max(0) as usize,
+            fetch_zero_copy: get("fetch.zero.copy.enable") == "true",
+            cleaner_enabled: get("log.cleaner.enable") == "true",
+            cleaner: cleaner_options(&get)?,
             explicit,
         })
     }
@@ -283,6 +300,25 @@ impl BrokerConfig {
         let first = broker_keys.first().and_then(|n| key(n)).expect("declared");
         (first.default.to_owned(), None)
     }
+}
+
+/// The cleaner's settings from the `log.cleaner.*` keys.
+fn cleaner_options(get: &dyn Fn(&str) -> String) -> anyhow::Result<karst_storage::CleanerOptions> {
+    let number = |name: &str| -> anyhow::Result<f64> {
+        let value: f64 = get(name)
+            .trim()
+            .parse()
+            .expect("validated against its type");
+        if value.is_nan() || value <= 0.0 {
+            bail!("invalid value for config key `{name}`: must be positive, got {value}");
+        }
+        Ok(value)
+    };
+    Ok(karst_storage::CleanerOptions {
+        dedupe_buffer_bytes: number("log.cleaner.dedupe.buffer.size")? as usize,
+        io_bytes_per_second_max: number("log.cleaner.io.max.bytes.per.second")?,
+        backoff_ms: number("log.cleaner.backoff.ms")? as u64,
+    })
 }
 
 fn parse_host_port(text: &str) -> anyhow::Result<(String, u16)> {

@@ -4,7 +4,7 @@
 //! `enforced` says whether Karst acts on the key today. Keys Kafka has but Karst does not
 //! act on yet are accepted and stored (clients and tools set them routinely) and are listed
 //! as such in docs/ARCHITECTURE.md; values that would promise behaviour Karst lacks
-//! (`cleanup.policy=compact`, broker-side recompression) are refused with INVALID_CONFIG.
+//! (broker-side recompression) are refused with INVALID_CONFIG.
 
 use std::collections::BTreeMap;
 
@@ -34,7 +34,7 @@ pub const TOPIC_KEYS: &[TopicKey] = topic_keys![
     "compression.gzip.level", Int, [], "-1", false;
     "compression.lz4.level", Int, [], "9", false;
     "compression.zstd.level", Int, [], "3", false;
-    "delete.retention.ms", Long, [], "86400000", false;
+    "delete.retention.ms", Long, ["log.cleaner.delete.retention.ms"], "86400000", true;
     "file.delete.delay.ms", Long, [], "60000", false;
     "flush.messages", Long, ["log.flush.interval.messages"], "1", true;
     "flush.ms", Long, ["log.flush.interval.ms"], "9223372036854775807", true;
@@ -43,13 +43,13 @@ pub const TOPIC_KEYS: &[TopicKey] = topic_keys![
     "leader.replication.throttled.replicas", List, [], "", false;
     "local.retention.bytes", Long, [], "-2", false;
     "local.retention.ms", Long, [], "-2", false;
-    "max.compaction.lag.ms", Long, [], "9223372036854775807", false;
+    "max.compaction.lag.ms", Long, ["log.cleaner.max.compaction.lag.ms"], "9223372036854775807", true;
     "max.message.bytes", Int, ["message.max.bytes"], "1048588", true;
     "message.timestamp.after.max.ms", Long, [], "9223372036854775807", false;
     "message.timestamp.before.max.ms", Long, [], "9223372036854775807", false;
     "message.timestamp.type", String, ["log.message.timestamp.type"], "CreateTime", true;
-    "min.cleanable.dirty.ratio", Double, [], "0.5", false;
-    "min.compaction.lag.ms", Long, [], "0", false;
+    "min.cleanable.dirty.ratio", Double, ["log.cleaner.min.cleanable.ratio"], "0.5", true;
+    "min.compaction.lag.ms", Long, ["log.cleaner.min.compaction.lag.ms"], "0", true;
     "min.insync.replicas", Int, ["min.insync.replicas"], "1", true;
     "preallocate", Boolean, [], "false", false;
     "remote.storage.enable", Boolean, [], "false", true;
@@ -131,11 +131,19 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
         "cleanup.policy" => value
             .split(',')
             .map(str::trim)
-            .find(|policy| *policy != "delete")
-            .map(|policy| match policy {
-                "compact" => "cleanup.policy=compact is not supported by Karst yet".to_owned(),
-                other => format!("{other} is not a valid cleanup.policy"),
-            }),
+            .find(|policy| !matches!(*policy, "delete" | "compact"))
+            .map(|policy| format!("{policy} is not a valid cleanup.policy")),
+        "min.cleanable.dirty.ratio"
+            if !(0.0..=1.0).contains(&value.trim().parse::<f64>().unwrap_or(-1.0)) =>
+        {
+            Some("min.cleanable.dirty.ratio must be between 0 and 1".to_owned())
+        }
+        "delete.retention.ms" | "min.compaction.lag.ms" if number() < 0 => {
+            Some(format!("{name} must be at least 0"))
+        }
+        "max.compaction.lag.ms" if number() < 1 => {
+            Some("max.compaction.lag.ms must be at least 1".to_owned())
+        }
         "compression.type" => match value {
             "producer" => None,
             "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd" => Some(
@@ -177,6 +185,8 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
 pub fn log_config(overrides: &BTreeMap<String, String>, broker: &BrokerConfig) -> LogConfig {
     let value = |name: &str| resolve(key(name).expect("declared"), overrides, broker).value;
     let long = |name: &str| value(name).trim().parse::<i64>().expect("validated");
+    let policy = value("cleanup.policy");
+    let policies: Vec<&str> = policy.split(',').map(str::trim).collect();
     LogConfig {
         segment_bytes: long("segment.bytes").max(14) as u64,
         segment_ms: long("segment.ms"),
@@ -187,6 +197,15 @@ pub fn log_config(overrides: &BTreeMap<String, String>, broker: &BrokerConfig) -
         flush_ms: long("flush.ms"),
         max_message_bytes: long("max.message.bytes").max(0) as usize,
         log_append_time: value("message.timestamp.type") == "LogAppendTime",
+        cleanup_delete: policies.contains(&"delete"),
+        cleanup_compact: policies.contains(&"compact"),
+        delete_retention_ms: long("delete.retention.ms"),
+        min_cleanable_dirty_ratio: value("min.cleanable.dirty.ratio")
+            .trim()
+            .parse()
+            .expect("validated"),
+        min_compaction_lag_ms: long("min.compaction.lag.ms"),
+        max_compaction_lag_ms: long("max.compaction.lag.ms"),
     }
 }
 
@@ -229,7 +248,10 @@ mod tests {
     fn unknown_and_malformed_topic_configs_are_refused() {
         assert!(validate("retention.mss", "1").is_err());
         assert!(validate("retention.ms", "soon").is_err());
-        assert!(validate("cleanup.policy", "compact").is_err());
+        assert!(validate("cleanup.policy", "compact").is_ok());
+        assert!(validate("cleanup.policy", "compact,delete").is_ok());
+        assert!(validate("cleanup.policy", "shred").is_err());
+        assert!(validate("min.cleanable.dirty.ratio", "1.5").is_err());
         assert!(validate("retention.ms", "-1").is_ok());
         assert!(validate("message.timestamp.type", "LogAppendTime").is_ok());
     }

@@ -18,14 +18,17 @@ use proto_kafka::messages::{ApiKey, RequestHeader, ResponseHeader};
 use proto_kafka::protocol::{Decodable, Encodable, Request};
 
 use crate::broker::SharedBroker;
+use crate::network::frame::ResponseFrame;
 
 pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
+pub mod describe_log_dirs;
 pub mod fetch;
 pub mod incremental_alter_configs;
 pub mod list_offsets;
@@ -34,6 +37,9 @@ pub mod produce;
 
 /// A response still being computed; `None` means "send nothing" (acks=0 produce).
 pub type Reply<T> = Pin<Box<dyn Future<Output = Option<T>> + Send>>;
+
+/// What dispatch hands the connection: the encoded response frame, or nothing.
+pub type PendingFrame = Pin<Box<dyn Future<Output = Option<ResponseFrame>> + Send>>;
 
 /// The request's identity, for handlers that need more than the body.
 #[derive(Clone, Debug)]
@@ -99,7 +105,7 @@ fn serve<R, F>(
     header: &RequestHeader,
     mut body: Bytes,
     handler: F,
-) -> Result<Pin<Box<dyn Future<Output = Option<Bytes>> + Send>>, DispatchError>
+) -> Result<PendingFrame, DispatchError>
 where
     R: Request + Decodable,
     R::Response: Encodable + Send + 'static,
@@ -120,8 +126,39 @@ where
     let correlation_id = header.correlation_id;
     Ok(Box::pin(async move {
         let response = reply.await?;
-        Some(encode_response(api, version, correlation_id, &response))
+        Some(ResponseFrame::from(encode_response(
+            api,
+            version,
+            correlation_id,
+            &response,
+        )))
     }))
+}
+
+/// Decodes `body` as `R` for a handler that encodes its own response frame (Fetch, whose
+/// records may be file regions sent with sendfile).
+fn serve_raw<R>(
+    broker: &SharedBroker,
+    api: ApiKey,
+    header: &RequestHeader,
+    mut body: Bytes,
+    handler: fn(SharedBroker, RequestContext, R) -> PendingFrame,
+) -> Result<PendingFrame, DispatchError>
+where
+    R: Request + Decodable,
+{
+    let version = header.request_api_version;
+    let request = R::decode(&mut body, version).map_err(|source| DispatchError::Malformed {
+        api,
+        version,
+        source,
+    })?;
+    let context = RequestContext {
+        api_version: version,
+        correlation_id: header.correlation_id,
+        client_id: header.client_id.as_ref().map(|c| c.to_string()),
+    };
+    Ok(handler(SharedBroker::clone(broker), context, request))
 }
 
 /// Wraps an `async fn` handler into a [`Reply`].
@@ -150,7 +187,7 @@ macro_rules! registry {
             broker: &SharedBroker,
             header: &RequestHeader,
             body: Bytes,
-        ) -> Result<Pin<Box<dyn Future<Output = Option<Bytes>> + Send>>, DispatchError> {
+        ) -> Result<PendingFrame, DispatchError> {
             let api = ApiKey::try_from(header.request_api_key)
                 .map_err(|()| DispatchError::UnknownApiKey(header.request_api_key))?;
             let spec = find(api).ok_or(DispatchError::UnknownApiKey(header.request_api_key))?;
@@ -161,12 +198,16 @@ macro_rules! registry {
                 });
             }
             match api {
-                $( ApiKey::$key => serve::<proto_kafka::messages::$request, _>(
-                    broker, api, header, body, registry!(@style $style, $module)
-                ), )*
+                $( ApiKey::$key => registry!(@serve $style, $request, broker, api, header, body, $module), )*
                 _ => Err(DispatchError::UnknownApiKey(header.request_api_key)),
             }
         }
+    };
+    (@serve raw, $request:ident, $broker:expr, $api:expr, $header:expr, $body:expr, $module:ident) => {
+        serve_raw::<proto_kafka::messages::$request>($broker, $api, $header, $body, $module::handle)
+    };
+    (@serve $style:ident, $request:ident, $broker:expr, $api:expr, $header:expr, $body:expr, $module:ident) => {
+        serve::<proto_kafka::messages::$request, _>($broker, $api, $header, $body, registry!(@style $style, $module))
     };
     (@style lazy, $module:ident) => { lazy($module::handle) };
     (@style eager, $module:ident) => { $module::handle };
@@ -174,7 +215,7 @@ macro_rules! registry {
 
 registry! {
     Produce => produce::ProduceRequest, 3..=12, eager;
-    Fetch => fetch::FetchRequest, 4..=12, lazy;
+    Fetch => fetch::FetchRequest, 4..=12, raw;
     ListOffsets => list_offsets::ListOffsetsRequest, 1..=8, lazy;
     Metadata => metadata::MetadataRequest, 0..=12, lazy;
     ApiVersions => api_versions::ApiVersionsRequest, 0..=4, lazy;
@@ -185,6 +226,8 @@ registry! {
     CreatePartitions => create_partitions::CreatePartitionsRequest, 0..=3, lazy;
     IncrementalAlterConfigs => incremental_alter_configs::IncrementalAlterConfigsRequest, 0..=1, lazy;
     DescribeCluster => describe_cluster::DescribeClusterRequest, 0..=1, lazy;
+    DeleteRecords => delete_records::DeleteRecordsRequest, 0..=2, lazy;
+    DescribeLogDirs => describe_log_dirs::DescribeLogDirsRequest, 1..=4, lazy;
 }
 
 /// The registry entry of `api`, if served.

@@ -16,11 +16,12 @@ use anyhow::{anyhow, bail, Context};
 use bytes::{Bytes, BytesMut};
 use proto_kafka::messages::{ApiKey, ApiVersionsResponse, RequestHeader};
 use proto_kafka::protocol::Decodable;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
+use super::frame::ResponseFrame;
 use super::{NON_PRODUCE_REQUEST_BYTES_MAX, REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX};
 use crate::broker::SharedBroker;
 use crate::handlers::{self, encode_response, DispatchError};
@@ -29,7 +30,7 @@ use crate::handlers::{self, encode_response, DispatchError};
 const REQUEST_HEADER_BYTES_MIN: usize = 10;
 
 struct InFlight {
-    response: JoinHandle<Option<Bytes>>,
+    response: JoinHandle<Option<ResponseFrame>>,
     _bytes: OwnedSemaphorePermit,
     api: ApiKey,
     started: Instant,
@@ -57,8 +58,8 @@ pub async fn run(
             if let Some(frame) = response {
                 metrics::counter!("kafka_server_brokertopicmetrics_responsebytes_total")
                     .increment(frame.len() as u64);
-                writer
-                    .write_all(&frame)
+                frame
+                    .write_to(&mut writer)
                     .await
                     .context("writing a response")?;
             }
@@ -170,7 +171,7 @@ async fn read_request(
 
 fn ready(frame: Bytes, permit: OwnedSemaphorePermit, api: ApiKey, started: Instant) -> InFlight {
     InFlight {
-        response: tokio::spawn(async move { Some(frame) }),
+        response: tokio::spawn(async move { Some(ResponseFrame::from(frame)) }),
         _bytes: permit,
         api,
         started,

@@ -1,6 +1,7 @@
 //! The Kafka listener: accepts connections (bounded), and runs one [`connection`] task each.
 
 pub mod connection;
+pub mod frame;
 
 use std::sync::Arc;
 

@@ -18,21 +18,23 @@ pub const REWRITTEN_PREFIX_BYTES: usize = 17;
 /// The only record batch format this broker stores.
 pub const CURRENT_MAGIC: i8 = 2;
 
-const LENGTH_OFFSET: usize = 8;
-const LEADER_EPOCH_OFFSET: usize = 12;
-const MAGIC_OFFSET: usize = 16;
-const CRC_OFFSET: usize = 17;
-const ATTRIBUTES_OFFSET: usize = 21;
-const LAST_OFFSET_DELTA_OFFSET: usize = 23;
-const BASE_TIMESTAMP_OFFSET: usize = 27;
-const MAX_TIMESTAMP_OFFSET: usize = 35;
-const PRODUCER_ID_OFFSET: usize = 43;
-const RECORDS_COUNT_OFFSET: usize = 57;
+pub(crate) const LENGTH_OFFSET: usize = 8;
+pub(crate) const LEADER_EPOCH_OFFSET: usize = 12;
+pub(crate) const MAGIC_OFFSET: usize = 16;
+pub(crate) const CRC_OFFSET: usize = 17;
+pub(crate) const ATTRIBUTES_OFFSET: usize = 21;
+pub(crate) const LAST_OFFSET_DELTA_OFFSET: usize = 23;
+pub(crate) const BASE_TIMESTAMP_OFFSET: usize = 27;
+pub(crate) const MAX_TIMESTAMP_OFFSET: usize = 35;
+pub(crate) const PRODUCER_ID_OFFSET: usize = 43;
+pub(crate) const RECORDS_COUNT_OFFSET: usize = 57;
 
-const COMPRESSION_MASK: i16 = 0x07;
-const TIMESTAMP_TYPE_BIT: i16 = 0x08;
-const TRANSACTIONAL_BIT: i16 = 0x10;
-const CONTROL_BIT: i16 = 0x20;
+pub(crate) const COMPRESSION_MASK: i16 = 0x07;
+pub(crate) const TIMESTAMP_TYPE_BIT: i16 = 0x08;
+pub(crate) const TRANSACTIONAL_BIT: i16 = 0x10;
+pub(crate) const CONTROL_BIT: i16 = 0x20;
+/// Set by log compaction (KIP-534): the base timestamp holds the batch's delete horizon.
+pub(crate) const DELETE_HORIZON_BIT: i16 = 0x40;
 
 /// Why a batch sent by a producer was refused. Mapped to Kafka error codes by the broker.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -131,6 +133,12 @@ impl BatchHeader {
 
     pub fn uses_log_append_time(&self) -> bool {
         self.attributes & TIMESTAMP_TYPE_BIT != 0
+    }
+
+    /// The delete horizon compaction stamped on the batch (KIP-534), if any: tombstones in
+    /// it may be removed by a cleaning that starts at or after this time.
+    pub fn delete_horizon_ms(&self) -> Option<i64> {
+        (self.attributes & DELETE_HORIZON_BIT != 0).then_some(self.base_timestamp)
     }
 }
 
@@ -265,7 +273,7 @@ pub fn validate_produced(
 }
 
 /// Reads a zig-zag varint; returns the value and bytes used.
-fn read_varint(bytes: &[u8]) -> Option<(i64, usize)> {
+pub(crate) fn read_varint(bytes: &[u8]) -> Option<(i64, usize)> {
     let mut value: u64 = 0;
     for (index, byte) in bytes.iter().enumerate().take(10) {
         value |= u64::from(byte & 0x7f) << (7 * index);

@@ -12,6 +12,7 @@
 //! | [`committer`] | storage threads: group commit (write, one fdatasync per file, acknowledge) |
 //! | [`io`] | the I/O backend seam and the portable `pwritev` + `fdatasync` backend |
 //! | [`checkpoint`] | Kafka-format offset checkpoint files |
+//! | [`cleaner`] | log compaction: the background cleaner, its offset map, crash-safe swaps |
 //! | [`manager`] | all logs of a log directory, checkpoints, clean-shutdown marker |
 //! | [`config`] | per-log settings in Kafka's topic-config units |
 //!
@@ -21,6 +22,7 @@
 
 pub mod batch;
 pub mod checkpoint;
+pub mod cleaner;
 pub mod committer;
 pub mod config;
 pub mod error;
@@ -33,9 +35,10 @@ pub mod types;
 pub mod uring;
 
 pub use batch::{validate_produced, BatchError, BatchHeader, ValidBatch};
+pub use cleaner::{CleanStats, Cleaner, CleanerOptions, LogCleaner};
 pub use config::LogConfig;
 pub use error::LogError;
 pub use io::{IoBackend, PortableBackend};
-pub use log::{AppendInfo, Log, LogOffsets};
+pub use log::{AppendInfo, Log, LogOffsets, ReadData};
 pub use manager::{LogManager, LogManagerOptions};
 pub use types::{LeaderEpoch, Offset, TopicPartition};

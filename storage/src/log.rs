@@ -22,6 +22,30 @@ use crate::io::{sync_directory, IoBackend};
 use crate::segment::{open_sealed_segment, open_segment, Segment, SegmentFile};
 use crate::types::{LeaderEpoch, Offset, TopicPartition};
 
+/// Bytes for a fetch response: read into memory, or a region of a segment file to send
+/// with `sendfile`.
+pub enum ReadData {
+    Bytes(Bytes),
+    File {
+        file: Arc<SegmentFile>,
+        position: u64,
+        length: usize,
+    },
+}
+
+impl ReadData {
+    pub fn len(&self) -> usize {
+        match self {
+            ReadData::Bytes(bytes) => bytes.len(),
+            ReadData::File { length, .. } => *length,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// The offsets a broker reports for a partition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LogOffsets {
@@ -117,7 +141,12 @@ impl LogState {
         let candidate = self.segments.range(..=offset).next_back().map(|(_, s)| s);
         match candidate {
             Some(segment) if segment.next_offset > offset => Some(segment),
-            _ => self.segments.range(offset..).next().map(|(_, s)| s),
+            // Compaction can leave segments empty: skip to one that holds a later offset.
+            _ => self
+                .segments
+                .range(offset..)
+                .map(|(_, s)| s)
+                .find(|s| !s.is_empty() && s.next_offset > offset),
         }
     }
 }
@@ -134,6 +163,8 @@ struct ReadWindow {
     file: Arc<SegmentFile>,
     /// The high watermark when the window was taken: no served batch may reach past it.
     high_watermark: Offset,
+    /// The segment's verified prefix (see `Segment::verified_bytes`).
+    verified_bytes: u64,
     start_position: u64,
     end_position: u64,
 }
@@ -152,6 +183,7 @@ impl Log {
         now_ms: i64,
     ) -> Result<Log, LogError> {
         fs::create_dir_all(&dir).map_err(LogError::io("create log directory", &dir))?;
+        crate::cleaner::swap::complete_interrupted_swaps(&dir, &partition)?;
         let mut bases = Vec::new();
         for entry in fs::read_dir(&dir).map_err(LogError::io("list log directory", &dir))? {
             let entry = entry.map_err(LogError::io("list log directory", &dir))?;
@@ -430,6 +462,10 @@ impl Log {
             let end = position + buffers.iter().map(|b| b.len() as u64).sum::<u64>();
             if let Some(segment) = state.segments.get_mut(&file.base_offset) {
                 segment.visible_bytes = segment.visible_bytes.max(end);
+                // What this process wrote is what the page cache holds.
+                if segment.verified_bytes >= *position {
+                    segment.verified_bytes = segment.verified_bytes.max(end);
+                }
             }
         }
         state.high_watermark = state.high_watermark.max(plan.end_offset);
@@ -464,6 +500,7 @@ impl Log {
         let relative = (offset.0 - segment.base_offset().0).max(0) as u32;
         Ok(Some(ReadWindow {
             high_watermark: state.high_watermark,
+            verified_bytes: segment.verified_bytes,
             file: Arc::clone(&segment.file),
             start_position: u64::from(segment.index.position_for(relative)),
             end_position: segment.visible_bytes,
@@ -560,7 +597,74 @@ impl Log {
                 break;
             }
         }
+        self.note_verified(
+            window,
+            start_position,
+            start_position + offset_in_records.min(records.len()) as u64,
+        );
         Ok(())
+    }
+
+    /// Extends a segment's verified prefix after a successful check of `[start, end)`.
+    fn note_verified(&self, window: &ReadWindow, start: u64, end: u64) {
+        if start > window.verified_bytes {
+            return;
+        }
+        let mut state = self.lock();
+        if let Some(segment) = state.segments.get_mut(&window.file.base_offset) {
+            if Arc::ptr_eq(&segment.file, &window.file) && segment.verified_bytes >= start {
+                segment.verified_bytes = segment.verified_bytes.max(end);
+            }
+        }
+    }
+
+    /// Like [`Log::read`], but when the bytes to send lie in the segment's verified prefix
+    /// it returns the file region instead of reading it, for `sendfile`. The region starts
+    /// at the batch holding `offset` and is at most `max_bytes` (at least that first batch);
+    /// it may end inside a batch, which consumers discard, as with Kafka.
+    pub fn read_for_send(&self, offset: Offset, max_bytes: usize) -> Result<ReadData, LogError> {
+        let Some(window) = self.window_for(offset)? else {
+            return Ok(ReadData::Bytes(Bytes::new()));
+        };
+        let limit = window.end_position.min(
+            window
+                .start_position
+                .saturating_add(max_bytes as u64 + READ_SLACK_BYTES as u64),
+        );
+        if window.verified_bytes < limit {
+            return self.read(offset, max_bytes).map(ReadData::Bytes);
+        }
+        let path = &window.file.path;
+        let mut header_bytes = [0u8; BATCH_HEADER_BYTES];
+        let mut position = window.start_position;
+        loop {
+            if position >= window.end_position {
+                return Ok(ReadData::Bytes(Bytes::new()));
+            }
+            window
+                .file
+                .file
+                .read_exact_at(&mut header_bytes, position)
+                .map_err(LogError::io("read segment", path))?;
+            let header = BatchHeader::parse(&header_bytes).ok_or_else(|| LogError::Corrupt {
+                path: path.clone(),
+                position,
+            })?;
+            if header.next_offset() > offset {
+                let available = window.end_position - position;
+                let wanted = (max_bytes as u64).max(header.size_bytes as u64);
+                let length = available.min(wanted) as usize;
+                if position + length as u64 > window.verified_bytes {
+                    return self.read(offset, max_bytes).map(ReadData::Bytes);
+                }
+                return Ok(ReadData::File {
+                    file: Arc::clone(&window.file),
+                    position,
+                    length,
+                });
+            }
+            position += header.size_bytes as u64;
+        }
     }
 
     /// Reads whole batches from a batch boundary at `position`.
@@ -671,6 +775,9 @@ impl Log {
     /// the log start offset. Returns how many segments were deleted.
     pub fn apply_retention(&self, now_ms: i64) -> Result<usize, LogError> {
         let config = self.config();
+        if !config.cleanup_delete {
+            return Ok(0);
+        }
         let mut doomed = Vec::new();
         {
             let mut state = self.lock();
@@ -895,4 +1002,92 @@ fn whole_batches_end(bytes: &[u8], max_bytes: usize) -> usize {
         }
     }
     end
+}
+
+/// A sealed segment as the cleaner sees it: its file and bookkeeping at the time of the
+/// look. The cleaner reads the file without the log's lock (sealed segments never change)
+/// and hands the file back to [`Log::replace_segments`], which checks it is still current.
+pub(crate) struct SealedSegment {
+    pub file: Arc<SegmentFile>,
+    pub next_offset: Offset,
+    pub size_bytes: u64,
+    pub max_timestamp: i64,
+}
+
+/// What the cleaner may clean: the sealed, fully durable segments, oldest first.
+pub(crate) struct CleanableSegments {
+    pub log_start_offset: Offset,
+    pub sealed: Vec<SealedSegment>,
+}
+
+// Compaction support: the cleaner (crate::cleaner) lists sealed segments, cleans them into
+// new files outside the lock, and swaps the result in here.
+impl Log {
+    /// The sealed segments below the active one, as far as all their bytes are durable.
+    pub(crate) fn cleanable_segments(&self) -> Result<CleanableSegments, LogError> {
+        let state = self.lock();
+        state.check_online()?;
+        let active_base = state.active().base_offset();
+        let sealed = state
+            .segments
+            .range(..active_base)
+            .map(|(_, segment)| segment)
+            .take_while(|segment| segment.visible_bytes == segment.size_bytes)
+            .map(|segment| SealedSegment {
+                file: Arc::clone(&segment.file),
+                next_offset: segment.next_offset,
+                size_bytes: segment.size_bytes,
+                max_timestamp: segment.max_timestamp,
+            })
+            .collect();
+        Ok(CleanableSegments {
+            log_start_offset: state.log_start_offset,
+            sealed,
+        })
+    }
+
+    /// Replaces the segments of `replaced` (consecutive, oldest first) by `cleaned`, whose
+    /// files are already durable under their `.swap` names. Under the log's lock: checks
+    /// that every replaced segment is still in the log with the same file (retention,
+    /// DeleteRecords or truncation may have removed it meanwhile; then nothing changes and
+    /// `Ok(false)` is returned), runs `commit_files` (the renames that make the swap
+    /// permanent), then swaps the map entries. Readers holding the old files keep reading
+    /// them. A failed `commit_files` takes the log offline: the next start completes the
+    /// swap from the files on disk.
+    pub(crate) fn replace_segments(
+        &self,
+        replaced: &[Arc<SegmentFile>],
+        cleaned: Segment,
+        commit_files: impl FnOnce() -> Result<(), LogError>,
+    ) -> Result<bool, LogError> {
+        assert!(!replaced.is_empty(), "a swap replaces at least one segment");
+        assert_eq!(
+            cleaned.base_offset(),
+            replaced[0].base_offset,
+            "a cleaned segment keeps the base offset of the first segment it replaces"
+        );
+        let mut state = self.lock();
+        state.check_online()?;
+        let active_base = state.active().base_offset();
+        let current = replaced.iter().all(|file| {
+            file.base_offset < active_base
+                && state
+                    .segments
+                    .get(&file.base_offset)
+                    .is_some_and(|segment| Arc::ptr_eq(&segment.file, file))
+        });
+        if !current {
+            return Ok(false);
+        }
+        if let Err(error) = commit_files() {
+            drop(state);
+            self.take_offline(format!("swapping in a cleaned segment failed: {error}"));
+            return Err(error);
+        }
+        for file in replaced {
+            state.segments.remove(&file.base_offset);
+        }
+        state.segments.insert(cleaned.base_offset(), cleaned);
+        Ok(true)
+    }
 }

@@ -38,6 +38,10 @@ pub struct LogManager {
     logs: RwLock<HashMap<TopicPartition, Arc<Log>>>,
     backend: Arc<dyn IoBackend>,
     committer: Mutex<Option<Committer>>,
+    /// Held while the checkpoints are snapshotted and written. Every writer goes through the
+    /// same temporary files (`<name>.tmp`, then rename): two at once could interleave their
+    /// writes and rename a mix, or rename an older snapshot over a newer one.
+    checkpoint_lock: Mutex<()>,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -110,6 +114,7 @@ impl LogManager {
             logs: RwLock::new(logs),
             backend: options.backend,
             committer: Mutex::new(Some(committer)),
+            checkpoint_lock: Mutex::new(()),
         })
     }
 
@@ -246,6 +251,10 @@ impl LogManager {
         logs: &[Arc<Log>],
         recovery: HashMap<TopicPartition, Offset>,
     ) -> Result<(), LogError> {
+        let _writing = self
+            .checkpoint_lock
+            .lock()
+            .expect("checkpoint lock poisoned");
         let starts: HashMap<_, _> = logs
             .iter()
             .map(|log| {

@@ -43,6 +43,10 @@ pub struct Segment {
     pub max_timestamp_batch: Offset,
     /// Wall-clock creation time, for `segment.ms`.
     pub created_ms: i64,
+    /// Bytes from the start known to hold exactly what was synced: written by this process,
+    /// or read back and CRC-checked since it started. Only this prefix may be sent with
+    /// `sendfile`, which skips the read-side check.
+    pub verified_bytes: u64,
 }
 
 impl Segment {
@@ -68,6 +72,7 @@ impl Segment {
             max_timestamp: -1,
             max_timestamp_batch: base_offset,
             created_ms: now_ms,
+            verified_bytes: 0,
         })
     }
 
@@ -173,6 +178,7 @@ pub fn open_segment(
         max_timestamp: -1,
         max_timestamp_batch: base_offset,
         created_ms,
+        verified_bytes: 0,
     };
     let mut header_bytes = [0u8; BATCH_HEADER_BYTES];
     let mut batch_bytes = Vec::new();
@@ -219,6 +225,9 @@ pub fn open_segment(
         position += header.size_bytes as u64;
     }
     segment.visible_bytes = segment.size_bytes;
+    if validate {
+        segment.verified_bytes = segment.size_bytes;
+    }
     Ok((
         segment,
         ScanOutcome {
@@ -255,6 +264,12 @@ pub fn open_sealed_segment(
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_millis() as i64);
+    // Compaction may have removed the last batches: the segment then ends before the next
+    // one starts, and reads past its real end must move on to the next segment.
+    let last_entry_position = index.offsets.last().map_or(0, |e| u64::from(e.position));
+    let next_offset = next_offset_after(&file, last_entry_position, metadata.len())?
+        .unwrap_or(base_offset)
+        .min(next_offset);
     Some(Segment {
         file: Arc::new(SegmentFile {
             base_offset,
@@ -269,5 +284,21 @@ pub fn open_sealed_segment(
         max_timestamp,
         max_timestamp_batch,
         created_ms,
+        verified_bytes: 0,
     })
+}
+
+/// The offset after the last batch of `file`, scanning headers from `position` (a batch
+/// boundary) to `file_bytes`; `Some(None)` when there is no batch there, `None` when the
+/// headers do not add up to the file's size.
+fn next_offset_after(file: &File, mut position: u64, file_bytes: u64) -> Option<Option<Offset>> {
+    let mut header_bytes = [0u8; BATCH_HEADER_BYTES];
+    let mut next = None;
+    while position < file_bytes {
+        file.read_exact_at(&mut header_bytes, position).ok()?;
+        let header = BatchHeader::parse(&header_bytes)?;
+        next = Some(header.next_offset());
+        position += header.size_bytes as u64;
+    }
+    (position == file_bytes).then_some(next)
 }

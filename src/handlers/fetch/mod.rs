@@ -1,21 +1,25 @@
 //! Fetch: read whole batches from each requested partition, long-polling until `min_bytes`
 //! are available or `max_wait_ms` passes, within `max_bytes` and `partition_max_bytes`, in
 //! full or incremental fetch sessions.
+//!
+//! Responses are encoded by [`encode`], so that record bytes in a segment's verified
+//! prefix go out with `sendfile` (`fetch.zero.copy.enable`, on by default) instead of being
+//! read into memory and copied into the frame.
+
+pub mod encode;
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use proto_kafka::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use proto_kafka::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
-use proto_kafka::protocol::StrBytes;
+use proto_kafka::messages::FetchRequest;
 use proto_kafka::ResponseError;
 use tokio::sync::futures::Notified;
 
-use karst_storage::{LogError, Offset, TopicPartition};
+use karst_storage::{LogError, Offset, ReadData, TopicPartition};
 
-use super::RequestContext;
+use super::{PendingFrame, RequestContext};
 use crate::broker::SharedBroker;
 use crate::fetch_session::{PartitionKey, SessionPartition, SessionUse};
 use crate::replica::Partition;
@@ -29,15 +33,27 @@ struct PartitionRead {
     error: Option<ResponseError>,
     high_watermark: i64,
     log_start_offset: i64,
-    records: Bytes,
+    records: ReadData,
 }
 
-pub async fn handle(
+pub fn handle(
     broker: SharedBroker,
     context: RequestContext,
     request: FetchRequest,
-) -> FetchResponse {
-    let version = context.api_version;
+) -> PendingFrame {
+    Box::pin(async move {
+        let version = context.api_version;
+        let correlation_id = context.correlation_id;
+        let body = respond(broker, version, request).await;
+        Some(encode::encode(version, correlation_id, body))
+    })
+}
+
+async fn respond(
+    broker: SharedBroker,
+    version: i16,
+    request: FetchRequest,
+) -> encode::FetchResponseBody {
     let requested: Vec<(PartitionKey, SessionPartition)> = request
         .topics
         .iter()
@@ -73,9 +89,12 @@ pub async fn handle(
     ) {
         Ok(session) => session,
         Err(error) => {
-            return FetchResponse::default()
-                .with_error_code(error.code())
-                .with_session_id(0);
+            return encode::FetchResponseBody {
+                throttle_time_ms: 0,
+                error_code: error.code(),
+                session_id: 0,
+                topics: Vec::new(),
+            };
         }
     };
     let (response_session_id, wanted, incremental) = match session {
@@ -113,7 +132,7 @@ pub async fn handle(
         for waker in &mut wakers {
             waker.as_mut().enable();
         }
-        let reads = read_all(&wanted, &hosted, max_bytes);
+        let reads = read_all(&wanted, &hosted, max_bytes, broker.config.fetch_zero_copy);
         let bytes: usize = reads.iter().map(|r| r.records.len()).sum();
         let failed = reads.iter().any(|r| r.error.is_some());
         if bytes >= min_bytes.max(1)
@@ -142,7 +161,7 @@ pub async fn handle(
             .collect();
         broker.fetch_sessions.record(response_session_id, &reported);
     }
-    let mut topics: Vec<FetchableTopicResponse> = Vec::new();
+    let mut topics: Vec<encode::TopicResponse> = Vec::new();
     for read in reads {
         if let Some(previous) = &incremental {
             let before = &previous[&read.key];
@@ -157,31 +176,30 @@ pub async fn handle(
         let topic = read.key.0.clone();
         metrics::counter!("kafka_server_brokertopicmetrics_bytesout_total", "topic" => topic.clone())
             .increment(read.records.len() as u64);
-        let data = PartitionData::default()
-            .with_partition_index(read.key.1)
-            .with_error_code(read.error.map_or(0, |e| e.code()))
-            .with_high_watermark(read.high_watermark)
-            .with_last_stable_offset(read.high_watermark)
-            .with_log_start_offset(read.log_start_offset)
-            .with_aborted_transactions(if request.isolation_level == 1 {
-                Some(Vec::new())
-            } else {
-                None
-            })
-            .with_preferred_read_replica(BrokerId(-1))
-            .with_records(Some(read.records));
+        let partition = encode::PartitionResponse {
+            partition_index: read.key.1,
+            error_code: read.error.map_or(0, |e| e.code()),
+            high_watermark: read.high_watermark,
+            last_stable_offset: read.high_watermark,
+            log_start_offset: read.log_start_offset,
+            aborted_transactions: (request.isolation_level == 1).then(Vec::new),
+            preferred_read_replica: -1,
+            records: read.records,
+        };
         match topics.last_mut() {
-            Some(last) if last.topic.0.as_str() == topic => last.partitions.push(data),
-            _ => topics.push(
-                FetchableTopicResponse::default()
-                    .with_topic(TopicName(StrBytes::from_string(topic)))
-                    .with_partitions(vec![data]),
-            ),
+            Some(last) if last.name == topic => last.partitions.push(partition),
+            _ => topics.push(encode::TopicResponse {
+                name: topic,
+                partitions: vec![partition],
+            }),
         }
     }
-    FetchResponse::default()
-        .with_session_id(response_session_id)
-        .with_responses(topics)
+    encode::FetchResponseBody {
+        throttle_time_ms: 0,
+        error_code: 0,
+        session_id: response_session_id,
+        topics,
+    }
 }
 
 /// Reads every wanted partition, within the response's `max_bytes` overall.
@@ -189,6 +207,7 @@ fn read_all(
     wanted: &[(PartitionKey, SessionPartition)],
     hosted: &[Option<Arc<Partition>>],
     max_bytes: usize,
+    zero_copy: bool,
 ) -> Vec<PartitionRead> {
     let mut remaining = max_bytes;
     let mut reads = Vec::with_capacity(wanted.len());
@@ -199,31 +218,31 @@ fn read_all(
                 error: Some(ResponseError::UnknownTopicOrPartition),
                 high_watermark: -1,
                 log_start_offset: -1,
-                records: Bytes::new(),
+                records: ReadData::Bytes(Bytes::new()),
             });
             continue;
         };
         let offsets = partition.log.offsets();
         let limit = (position.partition_max_bytes.max(0) as usize).min(remaining);
-        let (error, records) = if limit == 0 && remaining == 0 {
-            (None, Bytes::new())
+        let offset = Offset(position.fetch_offset);
+        let read = if limit == 0 && remaining == 0 {
+            Ok(ReadData::Bytes(Bytes::new()))
+        } else if zero_copy {
+            partition.log.read_for_send(offset, limit.max(1))
         } else {
-            match partition
+            partition
                 .log
-                .read(Offset(position.fetch_offset), limit.max(1))
-            {
-                Ok(records) => (None, records),
-                Err(error @ LogError::OffsetOutOfRange { .. }) => (
-                    Some(crate::error::ApiError::from(&error).code),
-                    Bytes::new(),
-                ),
-                Err(error) => {
+                .read(offset, limit.max(1))
+                .map(ReadData::Bytes)
+        };
+        let (error, records) = match read {
+            Ok(records) => (None, records),
+            Err(error) => {
+                if !matches!(error, LogError::OffsetOutOfRange { .. }) {
                     tracing::warn!(partition = %partition.topic_partition, %error, "fetch read failed");
-                    (
-                        Some(crate::error::ApiError::from(&error).code),
-                        Bytes::new(),
-                    )
                 }
+                let code = crate::error::ApiError::from(&error).code;
+                (Some(code), ReadData::Bytes(Bytes::new()))
             }
         };
         remaining = remaining.saturating_sub(records.len());

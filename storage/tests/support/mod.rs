@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use karst_storage::batch::BatchHeader;
+use karst_storage::io::{select_backend, BackendChoice};
 use karst_storage::{
     validate_produced, AppendInfo, IoBackend, LeaderEpoch, Log, LogConfig, LogError, LogManager,
     LogManagerOptions, Offset, PortableBackend,
@@ -74,6 +75,20 @@ pub fn as_stored(produced: &[u8], base_offset: Offset, epoch: LeaderEpoch) -> Ve
     stored[..8].copy_from_slice(&base_offset.0.to_be_bytes());
     stored[12..16].copy_from_slice(&epoch.0.to_be_bytes());
     stored
+}
+
+/// A fresh directory for a test's logs: under `/dev/shm` where it exists, because tests
+/// that append thousands of times are then bound by the code under test, not by fsync
+/// latency on a busy disk (they simulate crashes in-process, so real durability is not
+/// what they measure); elsewhere the usual temporary directory.
+pub fn scratch_dir() -> tempfile::TempDir {
+    let memory = Path::new("/dev/shm");
+    if memory.is_dir() {
+        if let Ok(dir) = tempfile::tempdir_in(memory) {
+            return dir;
+        }
+    }
+    tempfile::tempdir().unwrap()
 }
 
 /// Opens the log manager of `dir` on the portable backend with default settings.
@@ -145,4 +160,51 @@ pub fn read_all_bytes(log: &Log, from: Offset) -> Vec<Bytes> {
         }
     }
     out
+}
+
+/// The backend for `choice`, or `None` (with a note) when it is not available here. Only
+/// `Unsupported` means "not available"; any other error fails the test.
+pub fn backend_or_skip(choice: BackendChoice) -> Option<Arc<dyn IoBackend>> {
+    match select_backend(choice) {
+        Ok(backend) => Some(backend),
+        Err(error) if error.kind() == std::io::ErrorKind::Unsupported => {
+            println!("skipping the {choice:?} backend: {error}");
+            None
+        }
+        Err(error) => panic!("the {choice:?} backend failed to start: {error}"),
+    }
+}
+
+/// Every backend this machine and build can run: portable always, io_uring when available.
+pub fn available_backends() -> Vec<Arc<dyn IoBackend>> {
+    [BackendChoice::Portable, BackendChoice::IoUring]
+        .into_iter()
+        .filter_map(backend_or_skip)
+        .collect()
+}
+
+/// Copies the tree under `from` into `to` (which exists): a crashed log directory, so each
+/// damage experiment starts from the same files.
+pub fn copy_dir(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir(&target).unwrap();
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// The `.log` files of the partition directory `dir`, in offset order.
+pub fn segment_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "log"))
+        .collect();
+    files.sort();
+    files
 }
