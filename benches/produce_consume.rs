@@ -115,12 +115,14 @@ struct Figures {
     first_record_ms: f64,
 }
 
-fn produce(bootstrap: &str, topic: &str, records: usize) -> Figures {
+/// Produces `records`; with `pace` (records/s), sends at that offered rate instead of as
+/// fast as possible, with `linger.ms=1` so latency is the broker's, not the client's batching.
+fn produce(bootstrap: &str, topic: &str, records: usize, pace: Option<f64>) -> Figures {
     let deliveries = Arc::new(Deliveries::default());
     let producer: ThreadedProducer<Context> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("acks", "all")
-        .set("linger.ms", "5")
+        .set("linger.ms", if pace.is_some() { "1" } else { "5" })
         .set("batch.size", "1000000")
         .set("queue.buffering.max.messages", "1000000")
         .set("queue.buffering.max.kbytes", "1048576")
@@ -130,6 +132,13 @@ fn produce(bootstrap: &str, topic: &str, records: usize) -> Figures {
     let payload = [b'k'; RECORD_BYTES];
     let started = Instant::now();
     for index in 0..records {
+        if let Some(rate) = pace {
+            let due = Duration::from_secs_f64(index as f64 / rate);
+            let elapsed = started.elapsed();
+            if due > elapsed + Duration::from_micros(500) {
+                std::thread::sleep(due - elapsed);
+            }
+        }
         let key = (index as u64).to_be_bytes();
         let mut record = BaseRecord::with_opaque_to(topic, Box::new(Instant::now()))
             .payload(&payload[..])
@@ -250,8 +259,19 @@ fn main() {
         "disk (dd bs=1M count=1024 oflag=dsync): {}",
         dd_dsync(&root)
     );
-    let modes = [
-        ("fsync before ack (default)", vec![]),
+    let modes: [(&str, Vec<&str>); 4] = [
+        (
+            "io_uring, fsync before ack (default)",
+            vec!["log.io.backend=io_uring"],
+        ),
+        (
+            "portable, fsync before ack",
+            vec!["log.io.backend=portable"],
+        ),
+        (
+            "io_uring, zero-copy fetch off",
+            vec!["log.io.backend=io_uring", "fetch.zero.copy.enable=false"],
+        ),
         (
             "deferred flush (Kafka-like baseline)",
             vec!["log.flush.interval.messages=9223372036854775807"],
@@ -263,7 +283,7 @@ fn main() {
         let data = root.join(format!("data-{index}"));
         let broker = Broker::start(&data, settings);
         let topic = format!("bench-{index}");
-        let produced = produce(&broker.bootstrap, &topic, records);
+        let produced = produce(&broker.bootstrap, &topic, records, None);
         let consumed = consume(&broker.bootstrap, &topic, records);
         println!(
             "| {name} | {:.0} | {:.1} | {:.2} | {:.2} | {:.0} | {:.1} | {:.0} |",
@@ -274,6 +294,24 @@ fn main() {
             consumed.records_per_second,
             consumed.megabytes_per_second,
             consumed.first_record_ms
+        );
+        drop(broker);
+    }
+    // Latency at a fixed offered load: 50 MB/s of 200-byte records for 2 seconds.
+    let rate = 50e6 / RECORD_BYTES as f64;
+    let paced_records = (rate * 2.0) as usize;
+    println!(
+        "\n| paced produce, 50 MB/s offered, fsync before ack | achieved MB/s | p50 ms | p99 ms |"
+    );
+    println!("|---|---|---|---|");
+    for (index, backend) in ["io_uring", "portable"].iter().enumerate() {
+        let data = root.join(format!("paced-{index}"));
+        let setting = format!("log.io.backend={backend}");
+        let broker = Broker::start(&data, &[setting.as_str()]);
+        let produced = produce(&broker.bootstrap, "paced", paced_records, Some(rate));
+        println!(
+            "| {backend} | {:.1} | {:.2} | {:.2} |",
+            produced.megabytes_per_second, produced.p50_ms, produced.p99_ms
         );
         drop(broker);
     }
