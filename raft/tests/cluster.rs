@@ -145,28 +145,57 @@ impl Cluster {
     }
 
     /// Writes `count` records (one `Topic` per write) through the leader, many in flight.
-    /// Returns the log index of the last write.
+    /// A write refused during a leader change is retried on the new leader; that is safe
+    /// because re-applying the same topic record is idempotent. Returns the log index of the
+    /// last write.
     async fn write_topics(&self, prefix: &str, count: usize) -> u64 {
-        let leader = self.node(self.wait_for_leader().await);
-        let results: Vec<Result<u64, WriteError>> = stream::iter(0..count)
-            .map(|n| async move {
+        let indexes: Vec<u64> = stream::iter(0..count)
+            .map(|n| {
                 let record = MetadataRecord::Topic {
                     name: format!("{prefix}-{n}"),
                     topic_id: Uuid::new_v4(),
                 };
-                leader.write(vec![record]).await.map(|applied| {
-                    assert!(applied.rejected.is_empty(), "{applied:?}");
-                    applied.log_index
-                })
+                self.write_with_retry(record)
             })
             .buffer_unordered(WRITES_IN_FLIGHT)
             .collect()
             .await;
-        results
-            .into_iter()
-            .map(|result| result.expect("write through the leader"))
-            .max()
-            .expect("at least one write")
+        indexes.into_iter().max().expect("at least one write")
+    }
+
+    async fn write_with_retry(&self, record: MetadataRecord) -> u64 {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let leader = self.node(self.wait_for_leader().await);
+            match leader.write(vec![record.clone()]).await {
+                Ok(applied) => {
+                    assert!(applied.rejected.is_empty(), "{applied:?}");
+                    return applied.log_index;
+                }
+                Err(WriteError::NotController { .. } | WriteError::OutcomeUnknown { .. })
+                    if Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(error) => panic!("write through the leader: {error}"),
+            }
+        }
+    }
+
+    /// Waits until the leader has purged its log past `index`.
+    async fn wait_for_leader_purged_past(&self, index: u64) -> karst_raft::QuorumStatus {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let status = self.node(self.wait_for_leader().await).status();
+            if status.purged_index.is_some_and(|purged| purged > index) {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "leader never purged past {index}: {status:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Waits until every running node has applied `index`, then checks their images agree.
@@ -294,16 +323,12 @@ async fn a_node_kept_down_during_two_thousand_writes_rejoins_by_snapshot() {
 
         let last = cluster.write_topics("while-down", 2_000).await;
         cluster.wait_all_applied(last).await;
-        let leader_status = cluster.node(leader).status();
+        let leader_status = cluster.wait_for_leader_purged_past(down_index).await;
         step!(
             t,
-            "wrote 2,000 records; leader snapshot at {:?}, log purged through {:?}",
+            "wrote 2,000 records; the leader snapshotted at {:?} and purged its log through {:?}, past node {down}'s last entry",
             leader_status.snapshot_index,
             leader_status.purged_index
-        );
-        assert!(
-            leader_status.purged_index.unwrap_or(0) > down_index,
-            "the leader no longer has the entries node {down} misses: {leader_status:#?}"
         );
 
         cluster.restart(down).await;
@@ -348,11 +373,65 @@ async fn an_observer_joins_and_receives_the_log_without_voting() {
         let leader_status = cluster.node(leader).status();
         assert!(leader_status.observers.contains_key(&4));
         assert!(!leader_status.voters.contains_key(&4));
-        assert_eq!(leader_status.replicated_index.get(&4), Some(&Some(last)));
+        // The leader learns the observer's progress from replication responses, a moment
+        // after the observer applied.
+        let deadline = Instant::now() + WAIT;
+        while cluster.node(leader).status().replicated_index.get(&4) != Some(&Some(last)) {
+            assert!(
+                Instant::now() < deadline,
+                "{:#?}",
+                cluster.node(leader).status()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         step!(
             t,
             "observer 4 applied all 150 records; it is listed as an observer, not a voter"
         );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_quorum_restarts_with_its_metadata_intact() {
+    bounded(async {
+        let mut cluster = Cluster::start(3, snapshot_often).await;
+        let t = cluster.started;
+        let last = cluster.write_topics("durable", 600).await;
+        cluster.wait_all_applied(last).await;
+        let before = cluster.node(cluster.wait_for_leader().await).image();
+        step!(
+            t,
+            "600 records applied on all three voters (a snapshot was taken at 500)"
+        );
+
+        for id in 1..=3 {
+            cluster.stop(id).await;
+        }
+        step!(t, "stopped all three voters");
+        for id in 1..=3 {
+            cluster.restart(id).await;
+        }
+        step!(t, "restarted all three from their directories");
+
+        for quorum in cluster.running() {
+            quorum
+                .wait_for_applied(last, WAIT)
+                .await
+                .expect("re-apply the committed log from snapshot and disk");
+        }
+        let leader = cluster.wait_for_leader().await;
+        for quorum in cluster.running() {
+            assert_eq!(quorum.image().topics, before.topics);
+        }
+        step!(
+            t,
+            "node {leader} leads again and every node holds the same 600 topics as before"
+        );
+
+        let last = cluster.write_topics("after-restart", 10).await;
+        cluster.wait_all_applied(last).await;
+        step!(t, "writes continue after the restart");
     })
     .await;
 }
