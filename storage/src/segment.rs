@@ -265,11 +265,14 @@ pub fn open_sealed_segment(
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_millis() as i64);
     // Compaction may have removed the last batches: the segment then ends before the next
-    // one starts, and reads past its real end must move on to the next segment.
+    // one starts, and reads past its real end must move on to the next segment. Headers
+    // that do not add up are left for the read-side checks to refuse (never a rescan that
+    // would truncate a sealed segment).
     let last_entry_position = index.offsets.last().map_or(0, |e| u64::from(e.position));
-    let next_offset = next_offset_after(&file, last_entry_position, metadata.len())?
-        .unwrap_or(base_offset)
-        .min(next_offset);
+    let next_offset = match next_offset_after(&file, last_entry_position, metadata.len()) {
+        Some(found) => found.unwrap_or(base_offset).min(next_offset),
+        None => next_offset,
+    };
     Some(Segment {
         file: Arc::new(SegmentFile {
             base_offset,
