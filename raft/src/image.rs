@@ -1,7 +1,7 @@
 //! The metadata image: brokers, topics, partitions, topic configs and producer-id allocation,
 //! rebuilt by applying [`MetadataRecord`]s in log order.
 //!
-//! The image is the replicated state machine's state (see [`crate::state_machine`]); every
+//! The image is the replicated state machine's state (see `state_machine`); every
 //! node applies the same records in the same order and so holds the same image. Applying is
 //! deterministic and never panics on a record: a record that does not fit (a partition of an
 //! unknown topic, a fence with a stale broker epoch) is rejected as a value and leaves the

@@ -1,7 +1,7 @@
 //! [`MetadataQuorum`]: one node's member of the metadata quorum, and the crate's API.
 //!
-//! It wires the pieces (DESIGN §3): the [`crate::log_store`] and [`crate::state_machine`] in
-//! the node's metadata directory, the [`crate::network`] client and server on the controller
+//! It wires the pieces (DESIGN §3): the `log_store` and `state_machine` in
+//! the node's metadata directory, the `network` client and server on the controller
 //! listener, and openraft's core. Callers see metadata records, images and plain status
 //! values; no openraft type crosses this boundary.
 //!

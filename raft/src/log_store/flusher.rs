@@ -34,9 +34,10 @@ pub struct Flusher {
 impl Flusher {
     pub fn start(name: String) -> io::Result<Flusher> {
         let (requests, queue) = mpsc::channel();
-        thread::Builder::new()
-            .name(name)
-            .spawn(move || run(queue))?;
+        thread::Builder::new().name(name).spawn(move || {
+            let counts = run(queue);
+            tracing::debug!(?counts, "raft log flusher stopped");
+        })?;
         Ok(Flusher { requests })
     }
 
@@ -49,7 +50,15 @@ impl Flusher {
     }
 }
 
-fn run(queue: mpsc::Receiver<FlushRequest>) {
+/// Work done by one flusher, for tests and diagnostics.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct FlushCounts {
+    syncs: u64,
+    requests: u64,
+}
+
+fn run(queue: mpsc::Receiver<FlushRequest>) -> FlushCounts {
+    let mut counts = FlushCounts::default();
     let mut failed: Option<String> = None;
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
@@ -65,6 +74,7 @@ fn run(queue: mpsc::Receiver<FlushRequest>) {
         }
         if failed.is_none() {
             for file in files {
+                counts.syncs += 1;
                 if let Err(error) = file.sync_data() {
                     tracing::error!(%error, "raft log fdatasync failed; the log is no longer trusted");
                     failed = Some(error.to_string());
@@ -72,6 +82,7 @@ fn run(queue: mpsc::Receiver<FlushRequest>) {
                 }
             }
         }
+        counts.requests += batch.len() as u64;
         for request in batch {
             let result = match &failed {
                 None => Ok(()),
@@ -80,6 +91,47 @@ fn run(queue: mpsc::Receiver<FlushRequest>) {
                 ))),
             };
             request.callback.io_completed(result);
+        }
+    }
+    counts
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::type_config::TypeConfigExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn appends_queued_during_a_sync_share_the_next_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = Arc::new(File::create(dir.path().join("segment")).unwrap());
+        let (requests, queue) = mpsc::channel();
+        let mut completions = Vec::new();
+        for _ in 0..50 {
+            let (done, completed) = TypeConfig::oneshot();
+            completions.push(completed);
+            let callback = IOFlushed::signal(done);
+            requests
+                .send(FlushRequest {
+                    file: Arc::clone(&file),
+                    callback,
+                })
+                .unwrap();
+        }
+        drop(requests);
+
+        // Fifty appends were queued while no sync ran: one fdatasync covers them all.
+        let counts = run(queue);
+        assert_eq!(
+            counts,
+            FlushCounts {
+                syncs: 1,
+                requests: 50
+            }
+        );
+        for completed in completions {
+            completed.await.unwrap().unwrap();
         }
     }
 }
