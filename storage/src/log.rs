@@ -555,9 +555,10 @@ impl Log {
                 max_bytes,
             );
         }
-        let records = buffer.slice(position..position + end);
-        self.verify(&records, &window, window.start_position + position as u64)?;
-        Ok(records)
+        // Verify the skipped batches too: a damaged header there (say, a flipped sign of
+        // lastOffsetDelta) would otherwise silently skip data.
+        self.verify(&buffer[..position + end], &window, window.start_position)?;
+        Ok(buffer.slice(position..position + end))
     }
 
     /// Checks the CRC of every batch about to be served. A mismatch means the disk returned
@@ -576,7 +577,8 @@ impl Log {
             let batch = &records[offset_in_records..];
             // The prefix (base offset, length, leader epoch) is outside the CRC: check that
             // offsets rise and stay below the high watermark instead.
-            let offsets_sane = header.base_offset >= previous_end
+            let offsets_sane = header.magic == crate::batch::CURRENT_MAGIC
+                && header.base_offset >= previous_end
                 && header.last_offset_delta >= 0
                 && header.next_offset() <= window.high_watermark;
             previous_end = header.next_offset();
@@ -890,7 +892,8 @@ impl Log {
 
     /// Removes every batch that holds an offset at or after `offset` (a batch straddling it
     /// goes whole, as in Kafka), so the log ends before `offset`. The caller makes sure no
-    /// append to this log is in flight (a follower truncating, or recovery).
+    /// append to this log is in flight (a follower truncating, or recovery). A truncation
+    /// below the log start lowers it: use `LogManager::truncate_to`, which checkpoints it.
     pub fn truncate_to(&self, offset: Offset) -> Result<(), LogError> {
         let config = self.config();
         let mut state = self.lock();

@@ -211,6 +211,18 @@ impl LogManager {
         }
     }
 
+    /// Truncates `log` (see [`Log::truncate_to`]); when that lowers its log start offset,
+    /// the checkpoint is rewritten before returning, so a crash cannot bring back the older,
+    /// higher log start and hide records appended after the truncation.
+    pub fn truncate_to(&self, log: &Log, offset: Offset) -> Result<(), LogError> {
+        let before = log.offsets().log_start_offset;
+        log.truncate_to(offset)?;
+        if log.offsets().log_start_offset < before {
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+
     /// Applies retention to every log; returns the number of segments deleted.
     pub fn apply_retention(&self) -> usize {
         let now = now_ms();

