@@ -140,11 +140,20 @@ fn commit_group(group: Vec<AppendRequest>, backend: &dyn IoBackend) {
         let plan = request.log.plan(request.batches, request.leader_epoch, now);
         planned.push((log_index, plan, request.completion));
     }
-    // A log whose planning failed part-way is rolled back whole: its group fails.
+    // A log whose planning failed part-way is rolled back whole and its group fails with
+    // that error: the log was offline already, or a roll could not write the sealed
+    // segment's indexes or create the next one (which leaves the log online, as a write
+    // that ran out of space does).
     let mut failed: Vec<Option<LogError>> = (0..logs.len()).map(|_| None).collect();
     for (log_index, plan, _) in &planned {
         if let (Err(error), None) = (plan, &failed[*log_index]) {
-            failed[*log_index] = Some(LogError::Offline(error.to_string()));
+            let partition = logs[*log_index].0.topic_partition();
+            tracing::warn!(
+                %partition,
+                %error,
+                "append refused before writing; its group is rolled back"
+            );
+            failed[*log_index] = Some(error.duplicate());
         }
     }
     for (index, (log, point)) in logs.iter().enumerate() {
