@@ -26,7 +26,7 @@ mod conformance;
 mod durable_file;
 pub mod image;
 mod log_store;
-mod network;
+pub(crate) mod network;
 pub mod quorum;
 pub mod records;
 mod state_machine;
@@ -36,6 +36,7 @@ pub mod type_config;
 pub use image::{
     BrokerRegistration, MetadataImage, PartitionImage, Provenance, RecordRejected, TopicImage,
 };
+pub use network::server::ApplicationHandler;
 pub use quorum::{MetadataQuorum, QuorumError, QuorumOptions, QuorumStatus, Role, WriteError};
 pub use records::{BrokerEndpoint, MetadataBatch, MetadataRecord};
 pub use state_machine::SnapshotCounts;

@@ -179,6 +179,7 @@ pub struct MetadataQuorum {
     snapshot_counters: SnapshotCounters,
     server_stop: watch::Sender<bool>,
     server: Mutex<Option<JoinHandle<()>>>,
+    application: server::HandlerSlot,
 }
 
 fn storage_error(path: &std::path::Path) -> impl FnOnce(io::Error) -> QuorumError + '_ {
@@ -219,7 +220,8 @@ impl MetadataQuorum {
             .await
             .map_err(|error| QuorumError::Raft(error.to_string()))?;
         let (server_stop, stop) = watch::channel(false);
-        let server = tokio::spawn(server::serve(listener, raft.clone(), stop));
+        let application: server::HandlerSlot = Arc::default();
+        let server = tokio::spawn(server::serve(listener, raft.clone(), Arc::clone(&application), stop));
         tracing::info!(node_id = options.node_id, %local_address, "metadata quorum member started");
         Ok(MetadataQuorum {
             node_id: options.node_id,
@@ -228,6 +230,7 @@ impl MetadataQuorum {
             images,
             snapshot_counters,
             server_stop,
+            application,
             server: Mutex::new(Some(server)),
         })
     }
@@ -373,6 +376,41 @@ impl MetadataQuorum {
     }
 
     /// Stops Raft and the controller listener; peers see this node as down.
+    /// Sets what answers application requests ([`MetadataQuorum::call_application`]) that
+    /// reach this node's controller listener.
+    pub fn set_application_handler(&self, handler: Arc<dyn server::ApplicationHandler>) {
+        *self.application.write().expect("handler lock poisoned") = Some(handler);
+    }
+
+    /// Sends an application request to the controller listener at `address` and waits at
+    /// most `timeout` for the answer. One connection per call: these calls are rare
+    /// (registrations, heartbeats every few seconds, forwarded admin requests).
+    pub async fn call_application(
+        address: &str,
+        request: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, QuorumError> {
+        let exchange = async {
+            let mut stream = tokio::net::TcpStream::connect(address).await?;
+            stream.set_nodelay(true)?;
+            let payload = crate::codec::encode(&crate::network::messages::Request::Application(request))?;
+            crate::network::frame::write_frame(&mut stream, &payload).await?;
+            let frame = crate::network::frame::read_frame(&mut stream)
+                .await?
+                .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "controller closed the connection"))?;
+            match crate::codec::decode::<crate::network::messages::Response>(&frame)? {
+                crate::network::messages::Response::Application(answer) => Ok(answer),
+                crate::network::messages::Response::Refused(reason) => Err(io::Error::other(reason)),
+                other => Err(io::Error::new(io::ErrorKind::InvalidData, format!("unexpected answer {other:?}"))),
+            }
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(error)) => Err(QuorumError::Raft(format!("call to controller {address}: {error}"))),
+            Err(_) => Err(QuorumError::Timeout(timeout, format!("controller {address}"))),
+        }
+    }
+
     pub async fn shutdown(&self) {
         if let Err(error) = self.raft.shutdown().await {
             tracing::warn!(%error, "raft core ended with an error");

@@ -32,6 +32,9 @@ pub enum Request {
     },
     Vote(WireVoteRequest),
     PreVote(WireVoteRequest),
+    /// A request of the application on top of the quorum (broker -> controller calls such
+    /// as registration, heartbeats and forwarded admin requests), opaque to this crate.
+    Application(Vec<u8>),
     /// A whole snapshot in one frame (bounded by `FRAME_BYTES_MAX`).
     FullSnapshot {
         vote: StoredVote,
@@ -59,6 +62,8 @@ pub enum Response {
     Snapshot {
         vote: StoredVote,
     },
+    /// The application's answer to [`Request::Application`].
+    Application(Vec<u8>),
     /// The receiving node could not handle the request (its Raft stopped, or the request
     /// did not decode); the sender treats the node as unreachable for now.
     Refused(String),
@@ -88,6 +93,7 @@ impl Request {
             Request::Vote(_) => "vote",
             Request::PreVote(_) => "pre-vote",
             Request::FullSnapshot { .. } => "snapshot",
+            Request::Application(_) => "application",
         }
     }
 }

@@ -27,8 +27,22 @@ pub const CONNECTIONS_MAX: usize = 256;
 /// A connection with no request for this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Answers application requests arriving on the controller listener (see
+/// [`crate::MetadataQuorum::set_application_handler`]).
+pub trait ApplicationHandler: Send + Sync + 'static {
+    fn handle(&self, request: Vec<u8>) -> futures_util::future::BoxFuture<'static, Vec<u8>>;
+}
+
+/// The handler slot shared by the server's connections; empty until the application sets it.
+pub type HandlerSlot = Arc<std::sync::RwLock<Option<Arc<dyn ApplicationHandler>>>>;
+
 /// Serves Raft RPCs from `listener` until `shutdown` becomes true.
-pub async fn serve(listener: TcpListener, raft: Raft, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    raft: Raft,
+    handler: HandlerSlot,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let permits = Arc::new(Semaphore::new(CONNECTIONS_MAX));
     let mut connections = JoinSet::new();
     loop {
@@ -49,8 +63,9 @@ pub async fn serve(listener: TcpListener, raft: Raft, mut shutdown: watch::Recei
                     continue;
                 };
                 let raft = raft.clone();
+                let handler = Arc::clone(&handler);
                 connections.spawn(async move {
-                    if let Err(error) = serve_connection(stream, raft).await {
+                    if let Err(error) = serve_connection(stream, raft, handler).await {
                         tracing::debug!(%peer, %error, "raft connection closed");
                     }
                     drop(permit);
@@ -62,7 +77,7 @@ pub async fn serve(listener: TcpListener, raft: Raft, mut shutdown: watch::Recei
     connections.shutdown().await;
 }
 
-async fn serve_connection(stream: TcpStream, raft: Raft) -> io::Result<()> {
+async fn serve_connection(stream: TcpStream, raft: Raft, handler: HandlerSlot) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let mut stream = BufReader::new(stream);
     loop {
@@ -72,6 +87,13 @@ async fn serve_connection(stream: TcpStream, raft: Raft) -> io::Result<()> {
             Ok(Err(error)) => return Err(error),
         };
         let response = match codec::decode::<Request>(&frame) {
+            Ok(Request::Application(request)) => {
+                let handler = handler.read().expect("handler lock poisoned").clone();
+                match handler {
+                    Some(handler) => Response::Application(handler.handle(request).await),
+                    None => Response::Refused("no application handler yet".into()),
+                }
+            }
             Ok(request) => handle(&raft, request).await,
             Err(error) => Response::Refused(format!("undecodable request: {error}")),
         };
@@ -126,5 +148,6 @@ async fn handle(raft: &Raft, request: Request) -> Response {
                 Err(error) => Response::Refused(error.to_string()),
             }
         }
+        Request::Application(_) => unreachable!("application requests are answered by the handler"),
     }
 }
