@@ -13,7 +13,9 @@
 //! | [`replica`] | the replica manager: hosted partitions, appends, reads |
 //! | [`fetch_session`] | incremental fetch sessions (KIP-227) |
 //! | [`admin`] | admin HTTP listener: `/metrics` (Prometheus) and `/health` |
-//! | [`client`], [`cli`] | a small Kafka client and the `karst topics|produce|consume` tools |
+//! | [`client`], [`cli`] | a small Kafka client and the `karst topics|produce|consume|storage|cluster` tools |
+//! | [`meta_properties`], [`cluster_id`] | the data directory's identity (`meta.properties`) and Kafka-style ids |
+//! | [`systemd`] | `sd_notify` readiness for `Type=notify` units |
 //!
 //! Storage (segments, indexes, group commit, recovery) is the `karst-storage` crate.
 
@@ -21,12 +23,15 @@ pub mod admin;
 pub mod broker;
 pub mod cli;
 pub mod client;
+pub mod cluster_id;
 pub mod config;
 pub mod controller;
 pub mod error;
 pub mod fetch_session;
 pub mod handlers;
+pub mod meta_properties;
 pub mod metadata;
 pub mod network;
 pub mod replica;
 pub mod server;
+pub mod systemd;

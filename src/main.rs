@@ -26,6 +26,8 @@ enum Command {
     Produce(karst::cli::produce::ProduceArgs),
     /// Consume records and print them.
     Consume(karst::cli::consume::ConsumeArgs),
+    /// Prepare a node's data directory: format it for a cluster, print a new cluster id.
+    Storage(karst::cli::storage::StorageArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -35,6 +37,7 @@ fn main() -> std::process::ExitCode {
         Command::Topics(args) => karst::cli::run(karst::cli::topics::run(args)),
         Command::Produce(args) => karst::cli::run(karst::cli::produce::run(args)),
         Command::Consume(args) => karst::cli::run(karst::cli::consume::run(args)),
+        Command::Storage(args) => karst::cli::storage::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

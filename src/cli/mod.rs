@@ -1,4 +1,5 @@
-//! Command-line tools (`karst topics|produce|consume`): thin front ends over [`crate::client`].
+//! Command-line tools (`karst topics|produce|consume|storage|cluster`): thin front ends over
+//! [`crate::client`] (`storage` works offline, on the node's config and data directory).
 //!
 //! Flags follow the Kafka tools (`kafka-topics.sh`, `kafka-console-producer.sh`,
 //! `kafka-console-consumer.sh`) wherever they have an equivalent, so a Kafka user can guess
@@ -6,6 +7,7 @@
 
 pub mod consume;
 pub mod produce;
+pub mod storage;
 pub mod topics;
 
 use anyhow::Context as _;
