@@ -28,6 +28,8 @@ enum Command {
     Consume(karst::cli::consume::ConsumeArgs),
     /// Prepare a node's data directory: format it for a cluster, print a new cluster id.
     Storage(karst::cli::storage::StorageArgs),
+    /// Describe the cluster: the metadata quorum and the registered brokers.
+    Cluster(karst::cli::cluster::ClusterArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -38,6 +40,7 @@ fn main() -> std::process::ExitCode {
         Command::Produce(args) => karst::cli::run(karst::cli::produce::run(args)),
         Command::Consume(args) => karst::cli::run(karst::cli::consume::run(args)),
         Command::Storage(args) => karst::cli::storage::run(args),
+        Command::Cluster(args) => karst::cli::run(karst::cli::cluster::run(args)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

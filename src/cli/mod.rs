@@ -5,6 +5,7 @@
 //! `kafka-console-consumer.sh`) wherever they have an equivalent, so a Kafka user can guess
 //! them. Results go to standard output; progress and summaries go to standard error.
 
+pub mod cluster;
 pub mod consume;
 pub mod produce;
 pub mod storage;

@@ -11,6 +11,7 @@
 //! | [`versions`] | the broker's advertised version ranges and the choice per request |
 //! | [`metadata`] | Metadata responses as plain values (brokers, topics, partitions, leaders) |
 //! | [`admin`] | topics and configs: create, delete, create partitions, describe, alter |
+//! | [`cluster`] | DescribeQuorum and DescribeCluster: the metadata quorum and the brokers |
 //! | [`produce`] | producing a batch of records to one partition |
 //! | [`fetch`] | fetching from offsets, and ListOffsets (earliest, latest, by timestamp) |
 //! | [`records`] | record batches: encoding for produce, decoding fetched bytes |
@@ -22,6 +23,7 @@
 //! leader for produce, fetch and ListOffsets, which Kafka only serves on the leader.
 
 pub mod admin;
+pub mod cluster;
 pub mod connection;
 pub mod error;
 pub mod fetch;
