@@ -89,12 +89,22 @@ impl ReplicaManager {
                 wanted.insert(key, entry);
             }
         }
+        // A partition no longer led here keeps its log while this node is still one of its
+        // replicas; the log goes only when the topic is gone or the replica moved away.
         let removed: Vec<TopicPartition> = {
             let mut partitions = self.partitions.write().expect("partitions lock poisoned");
             let removed = partitions
-                .keys()
-                .filter(|k| !wanted.contains_key(*k))
-                .cloned()
+                .iter()
+                .filter(|(key, _)| !wanted.contains_key(*key))
+                .filter(|(key, hosted)| {
+                    let still_replica = image.topic_by_id(&hosted.topic_id).is_some_and(|topic| {
+                        topic
+                            .partition(key.partition)
+                            .is_some_and(|p| p.replicas.contains(&self.node_id))
+                    });
+                    !still_replica
+                })
+                .map(|(key, _)| key.clone())
                 .collect();
             *partitions = wanted;
             removed
@@ -103,15 +113,37 @@ impl ReplicaManager {
             tracing::info!(partition = %key, "deleting the log of a removed partition");
             self.logs.delete(&key)?;
         }
-        for log in self.logs.all() {
-            if self.partition(log.topic_partition()).is_none() {
-                tracing::warn!(
-                    partition = %log.topic_partition(),
-                    "a log on disk belongs to no topic in the metadata; it is kept but not served"
-                );
-            }
-        }
         Ok(())
+    }
+
+    /// The partition for a client request, or the Kafka error a client expects: led by
+    /// another broker (NOT_LEADER_OR_FOLLOWER, so it refreshes metadata), without a leader
+    /// (LEADER_NOT_AVAILABLE), or unknown (UNKNOWN_TOPIC_OR_PARTITION).
+    pub fn leader_partition(
+        &self,
+        key: &TopicPartition,
+        image: &MetadataImage,
+    ) -> Result<Arc<Partition>, ApiError> {
+        if let Some(partition) = self.partition(key) {
+            return Ok(partition);
+        }
+        let known = image
+            .topic(&key.topic)
+            .and_then(|topic| topic.partition(key.partition));
+        Err(match known {
+            Some(partition) if partition.leader == -1 => ApiError::new(
+                ResponseError::LeaderNotAvailable,
+                format!("{key} has no leader"),
+            ),
+            Some(partition) => ApiError::new(
+                ResponseError::NotLeaderOrFollower,
+                format!("{key} is led by broker {}", partition.leader),
+            ),
+            None => ApiError::new(
+                ResponseError::UnknownTopicOrPartition,
+                format!("This server does not host {key}."),
+            ),
+        })
     }
 
     pub fn partition(&self, key: &TopicPartition) -> Option<Arc<Partition>> {

@@ -14,8 +14,9 @@ use karst_storage::{LogCleaner, LogConfig, LogManager, LogManagerOptions};
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
 use crate::fetch_session::FetchSessionCache;
-use crate::metadata::MetadataStore;
+use crate::metadata::MetadataView;
 use crate::replica::ReplicaManager;
+use karst_raft::{MetadataQuorum, QuorumOptions};
 
 /// Arguments of `karst server`.
 #[derive(clap::Args, Debug)]
@@ -34,11 +35,18 @@ const SIZE_METRICS_INTERVAL: Duration = Duration::from_secs(5);
 const FLUSH_CHECK_INTERVAL: Duration = Duration::from_millis(200);
 /// The data directory's identity file, in Kafka's format.
 const META_PROPERTIES: &str = "meta.properties";
+/// Where the metadata quorum keeps its Raft log and snapshots, inside `log.dirs` (not a
+/// `<topic>-<partition>` name, so the log manager leaves it alone).
+pub const METADATA_DIR: &str = "__cluster_metadata";
+/// How long start-up waits for this broker's registration before serving clients anyway.
+const REGISTRATION_WAIT: Duration = Duration::from_secs(60);
 
 pub fn run(args: ServerArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            // openraft narrates every vote and append at info: keep it to warnings.
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,openraft=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -140,12 +148,9 @@ async fn serve(config: BrokerConfig, source: String) -> anyhow::Result<()> {
         .context("opening the log directory")?;
     let logs = Arc::new(logs);
     metrics::gauge!("karst_storage_io_backend", "backend" => logs.backend_name()).set(1.0);
-    let metadata = MetadataStore::open(&dir, cluster_id.clone())?;
+    let quorum = Arc::new(start_quorum(&config, &cluster_id).await?);
     let replicas = ReplicaManager::new(config.node_id, Arc::clone(&logs));
-    replicas.apply_image(&metadata.image(), &config)?;
-    let listener = TcpListener::bind(config.listener)
-        .await
-        .with_context(|| format!("cannot listen on {} (listeners)", config.listener))?;
+    replicas.apply_image(&quorum.image(), &config)?;
     let admin_listener = TcpListener::bind(config.admin_listener)
         .await
         .with_context(|| {
@@ -157,9 +162,15 @@ async fn serve(config: BrokerConfig, source: String) -> anyhow::Result<()> {
     let broker = Arc::new(Broker {
         fetch_sessions: FetchSessionCache::new(config.fetch_session_slots),
         config,
-        metadata,
+        metadata: MetadataView::new(Arc::clone(&quorum)),
+        quorum: Arc::clone(&quorum),
         replicas,
+        controller: Default::default(),
+        broker_epoch: std::sync::atomic::AtomicI64::new(-1),
     });
+    quorum.set_application_handler(Arc::new(crate::controller::ForwardedRequests(
+        Arc::downgrade(&broker),
+    )));
     // The cleaner is a thread of its own: cleaning is long, blocking, throttled file I/O.
     let cleaner = if broker.config.cleaner_enabled {
         Some(LogCleaner::start(
@@ -170,6 +181,23 @@ async fn serve(config: BrokerConfig, source: String) -> anyhow::Result<()> {
         None
     };
     let (shutdown_sender, shutdown) = watch::channel(false);
+    let images = tokio::spawn(follow_images(Arc::clone(&broker), shutdown.clone()));
+    let duties = tokio::spawn(crate::controller::run_duties(
+        Arc::clone(&broker),
+        shutdown.clone(),
+    ));
+    let lifecycle = broker.config.roles_broker.then(|| {
+        tokio::spawn(crate::controller::lifecycle::run(
+            Arc::clone(&broker),
+            shutdown.clone(),
+        ))
+    });
+    if lifecycle.is_some() {
+        wait_for_registration(&broker).await;
+    }
+    let listener = TcpListener::bind(broker.config.listener)
+        .await
+        .with_context(|| format!("cannot listen on {} (listeners)", broker.config.listener))?;
     tracing::info!(
         listener = %broker.config.listener,
         advertised = %format!("{}:{}", broker.config.advertised_host, broker.config.advertised_port),
@@ -178,6 +206,7 @@ async fn serve(config: BrokerConfig, source: String) -> anyhow::Result<()> {
         io_backend = logs.backend_name(),
         config_source = %source,
         node_id = broker.config.node_id,
+        controller_listener = %quorum.local_address(),
         %cluster_id,
         "Karst is ready"
     );
@@ -194,10 +223,19 @@ async fn serve(config: BrokerConfig, source: String) -> anyhow::Result<()> {
     let maintenance = tokio::spawn(maintain(Arc::clone(&broker), shutdown.clone()));
     wait_for_signal().await;
     tracing::info!("shutting down");
+    if broker.config.roles_broker {
+        crate::controller::lifecycle::controlled_shutdown(&broker).await;
+    }
     let _ = shutdown_sender.send(true);
     let _ = network.await;
     let _ = admin.await;
     let _ = maintenance.await;
+    let _ = images.await;
+    let _ = duties.await;
+    if let Some(lifecycle) = lifecycle {
+        let _ = lifecycle.await;
+    }
+    quorum.shutdown().await;
     if let Some(cleaner) = cleaner {
         tokio::task::spawn_blocking(move || cleaner.shutdown()).await?;
     }
@@ -207,6 +245,87 @@ async fn serve(config: BrokerConfig, source: String) -> anyhow::Result<()> {
         .context("closing logs")?;
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+/// Starts this node's part of the metadata quorum and, on voters, bootstraps it (a no-op
+/// once the quorum exists). Without `controller.quorum.voters` the node is a quorum of one.
+async fn start_quorum(config: &BrokerConfig, cluster_id: &str) -> anyhow::Result<MetadataQuorum> {
+    let mut options = QuorumOptions::new(
+        config.node_id as u64,
+        cluster_id,
+        config.log_dir.join(METADATA_DIR),
+        config.controller_listener,
+    );
+    options.snapshot_interval_entries = config.snapshot_interval_entries;
+    let quorum = MetadataQuorum::start(options)
+        .await
+        .context("starting the metadata quorum")?;
+    if config.roles_controller {
+        let voters = if config.voters.is_empty() {
+            std::iter::once((config.node_id as u64, quorum.local_address().to_string())).collect()
+        } else {
+            config.voters.clone()
+        };
+        quorum
+            .bootstrap(voters)
+            .await
+            .context("bootstrapping the metadata quorum")?;
+    }
+    Ok(quorum)
+}
+
+/// Waits until this broker's registration is in the metadata image (bounded), so clients
+/// are never told about a cluster that does not list this broker yet.
+async fn wait_for_registration(broker: &Broker) {
+    let deadline = std::time::Instant::now() + REGISTRATION_WAIT;
+    let mut images = broker.quorum.subscribe();
+    loop {
+        let registered = broker
+            .broker_epoch
+            .load(std::sync::atomic::Ordering::SeqCst)
+            >= 0
+            && broker
+                .metadata
+                .image()
+                .broker(broker.config.node_id)
+                .is_some();
+        if registered {
+            return;
+        }
+        let remaining = deadline.saturating_duration_since(std::time::Instant::now());
+        if remaining.is_zero() {
+            tracing::warn!(
+                "not registered with a controller yet (is a quorum of voters up?); serving anyway"
+            );
+            return;
+        }
+        let _ =
+            tokio::time::timeout(remaining.min(Duration::from_millis(200)), images.changed()).await;
+    }
+}
+
+/// Applies each new metadata image to the local partitions, until shutdown.
+async fn follow_images(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    let mut images = broker.quorum.subscribe();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            changed = images.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+        let image = Arc::clone(&images.borrow_and_update());
+        let applier = Arc::clone(&broker);
+        let outcome = tokio::task::spawn_blocking(move || {
+            applier.replicas.apply_image(&image, &applier.config)
+        })
+        .await;
+        if let Ok(Err(error)) = outcome {
+            tracing::error!(error = %format!("{error:#}"), "applying a metadata image failed");
+        }
+    }
 }
 
 async fn wait_for_signal() {

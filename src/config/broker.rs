@@ -33,7 +33,13 @@ pub const BROKER_KEYS: &[KeyDef] = keys![
     "broker.id", Int, "1", "Alias of node.id (older Kafka name).";
     "process.roles", List, "broker,controller", "Roles of this node.";
     "cluster.id", String, "", "Cluster id; generated when the data directory is formatted.";
-    "listeners", List, "PLAINTEXT://127.0.0.1:9092", "Kafka listeners (PLAINTEXT only for now).";
+    "listeners", List, "PLAINTEXT://127.0.0.1:9092", "Listeners: PLAINTEXT://host:port for clients and, on nodes of a multi-node quorum, CONTROLLER://host:port for Raft and broker-to-controller calls.";
+    "controller.listener.names", List, "CONTROLLER", "Name of the controller listener in listeners.";
+    "controller.quorum.voters", List, "", "Voters as id@host:port (their controller listeners). Empty: a single-node quorum of this node.";
+    "broker.rack", String, "", "Rack of this broker, for rack-aware replica placement.";
+    "broker.session.timeout.ms", Int, "9000", "A broker without a heartbeat for this long is fenced by the controller.";
+    "broker.heartbeat.interval.ms", Int, "2000", "How often a broker heartbeats to the controller.";
+    "metadata.snapshot.interval.entries", Long, "10000", "Committed metadata log entries between snapshots of the metadata image.";
     "advertised.listeners", List, "", "Listeners given to clients; defaults to listeners.";
     "admin.listener", String, "127.0.0.1:9644", "HTTP address for /metrics and /health.";
     "log.dirs", List, "./karst-data", "Data directory (one).";
@@ -89,6 +95,19 @@ pub struct BrokerConfig {
     pub node_id: i32,
     pub cluster_id: Option<String>,
     pub listener: SocketAddr,
+    /// Where the controller listener binds; port 0 when no CONTROLLER listener was
+    /// configured (a single-node quorum needs no fixed address).
+    pub controller_listener: SocketAddr,
+    /// `host:port` other nodes reach this node's controller listener at.
+    pub controller_advertised: Option<String>,
+    pub roles_broker: bool,
+    pub roles_controller: bool,
+    /// `controller.quorum.voters`: id -> controller `host:port`. Empty: this node alone.
+    pub voters: std::collections::BTreeMap<u64, String>,
+    pub rack: Option<String>,
+    pub broker_session_timeout_ms: u64,
+    pub broker_heartbeat_interval_ms: u64,
+    pub snapshot_interval_entries: u64,
     pub advertised_host: String,
     pub advertised_port: u16,
     pub admin_listener: SocketAddr,
@@ -208,15 +227,74 @@ impl BrokerConfig {
         } else {
             Self::int_key(&explicit, "broker.id")
         } as i32;
-        let listeners = get("listeners");
-        let listener_text = listeners
+        let controller_name = get("controller.listener.names").trim().to_owned();
+        let listeners: Vec<(String, String)> = get("listeners")
             .split(',')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_owned();
+            .map(str::trim)
+            .filter(|entry| !entry.is_empty())
+            .map(|entry| match entry.split_once("://") {
+                Some((name, _)) => Ok((name.to_owned(), entry.to_owned())),
+                None => Err(anyhow!(
+                    "invalid value for config key `listeners`: `{entry}` is not NAME://host:port"
+                )),
+            })
+            .collect::<anyhow::Result<_>>()?;
+        for (name, _) in &listeners {
+            if name != "PLAINTEXT" && *name != controller_name {
+                bail!("invalid value for config key `listeners`: listener `{name}` is neither PLAINTEXT nor the controller listener `{controller_name}` (TLS and SASL are not supported yet)");
+            }
+        }
+        let listener_text = listeners
+            .iter()
+            .find(|(name, _)| name == "PLAINTEXT")
+            .map(|(_, text)| text.clone())
+            .ok_or_else(|| {
+                anyhow!("invalid value for config key `listeners`: no PLAINTEXT listener")
+            })?;
         let listener = parse_listener(&listener_text)
             .with_context(|| "invalid value for config key `listeners`")?;
+        let controller_text = listeners
+            .iter()
+            .find(|(name, _)| *name == controller_name)
+            .map(|(_, text)| text.replacen(&format!("{controller_name}://"), "PLAINTEXT://", 1));
+        let (controller_listener, controller_advertised) = match &controller_text {
+            Some(text) => {
+                let address = parse_listener(text).with_context(|| {
+                    "invalid value for config key `listeners` (controller listener)"
+                })?;
+                let (host, port) = parse_host_port(text)?;
+                let host = if host.is_empty() || host == "0.0.0.0" {
+                    "127.0.0.1".to_owned()
+                } else {
+                    host
+                };
+                (address, Some(format!("{host}:{port}")))
+            }
+            None => (SocketAddr::from(([127, 0, 0, 1], 0)), None),
+        };
+        let roles = get("process.roles");
+        let roles: Vec<&str> = roles.split(',').map(str::trim).collect();
+        if let Some(bad) = roles
+            .iter()
+            .find(|r| !matches!(**r, "broker" | "controller"))
+        {
+            bail!(
+                "invalid value for config key `process.roles`: `{bad}` is not broker or controller"
+            );
+        }
+        let voters = parse_voters(&get("controller.quorum.voters"))?;
+        if !voters.is_empty() && controller_text.is_none() {
+            bail!("invalid value for config key `listeners`: controller.quorum.voters is set, so a `{controller_name}://host:port` listener is required");
+        }
+        if roles.contains(&"controller")
+            && !voters.is_empty()
+            && !voters.contains_key(&(node_id as u64))
+        {
+            bail!("invalid value for config key `controller.quorum.voters`: this node ({node_id}) has the controller role but is not a voter");
+        }
+        if !roles.contains(&"controller") && voters.is_empty() {
+            bail!("invalid value for config key `controller.quorum.voters`: a broker-only node needs the voters to find the controller");
+        }
         let advertised_text = match get("advertised.listeners") {
             text if text.is_empty() => listener_text.clone(),
             text => text.split(',').next().unwrap_or_default().trim().to_owned(),
@@ -247,6 +325,15 @@ impl BrokerConfig {
             node_id,
             cluster_id,
             listener,
+            controller_listener,
+            controller_advertised,
+            roles_broker: roles.contains(&"broker"),
+            roles_controller: roles.contains(&"controller"),
+            voters,
+            rack: Some(get("broker.rack")).filter(|rack| !rack.is_empty()),
+            broker_session_timeout_ms: positive("broker.session.timeout.ms")? as u64,
+            broker_heartbeat_interval_ms: positive("broker.heartbeat.interval.ms")? as u64,
+            snapshot_interval_entries: positive("metadata.snapshot.interval.entries")? as u64,
             advertised_host,
             advertised_port: if advertised_port == 0 {
                 listener.port()
@@ -319,6 +406,24 @@ fn cleaner_options(get: &dyn Fn(&str) -> String) -> anyhow::Result<karst_storage
         io_bytes_per_second_max: number("log.cleaner.io.max.bytes.per.second")?,
         backoff_ms: number("log.cleaner.backoff.ms")? as u64,
     })
+}
+
+/// `controller.quorum.voters`: `id@host:port,...`.
+fn parse_voters(text: &str) -> anyhow::Result<std::collections::BTreeMap<u64, String>> {
+    let mut voters = std::collections::BTreeMap::new();
+    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let invalid = || {
+            anyhow!("invalid value for config key `controller.quorum.voters`: `{entry}` is not id@host:port")
+        };
+        let (id, address) = entry.split_once('@').ok_or_else(invalid)?;
+        let id: u64 = id.parse().map_err(|_| invalid())?;
+        let (_, port) = address.rsplit_once(':').ok_or_else(invalid)?;
+        port.parse::<u16>().map_err(|_| invalid())?;
+        if voters.insert(id, address.to_owned()).is_some() {
+            bail!("invalid value for config key `controller.quorum.voters`: voter {id} is listed twice");
+        }
+    }
+    Ok(voters)
 }
 
 fn parse_host_port(text: &str) -> anyhow::Result<(String, u16)> {

@@ -1,16 +1,13 @@
-//! Controller decisions for a single node: topic creation, deletion, partition growth and
-//! topic config changes, each turned into metadata records and committed.
-//!
-//! Every decision validates against the image it will change (inside
-//! `MetadataStore::commit_with`), so concurrent admin requests cannot both succeed where only
-//! one may. After a commit the new image is published to the replica manager.
+//! The controller's decisions: pure functions from the current metadata image and a request
+//! to the records that carry it out (and the answer). They run on the Raft leader, one at a
+//! time, against the newest image, so checks such as "topic does not exist yet" cannot race.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use proto_kafka::ResponseError;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::broker::Broker;
 use crate::config::topic;
 use crate::error::ApiError;
 use crate::metadata::{MetadataImage, MetadataRecord};
@@ -46,6 +43,7 @@ pub fn validate_topic_name(name: &str) -> Result<(), ApiError> {
 }
 
 /// What a CreateTopics entry asks for.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TopicRequest {
     pub name: String,
     pub partitions: i32,
@@ -56,17 +54,88 @@ pub struct TopicRequest {
 }
 
 /// A created (or validated) topic.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CreatedTopic {
     pub topic_id: Uuid,
     pub partitions: i32,
     pub replication_factor: i16,
 }
 
+/// Brokers that can take new replicas: registered and not fenced, as (id, rack).
+fn live_brokers(image: &MetadataImage) -> Vec<(i32, Option<String>)> {
+    image
+        .brokers
+        .values()
+        .filter(|b| !b.fenced)
+        .map(|b| (b.broker_id, b.rack.clone()))
+        .collect()
+}
+
+/// Broker ids ordered so that consecutive ones alternate racks (Kafka's rack-alternated
+/// list): round-robin placement over it spreads each partition's replicas across racks.
+fn rack_alternated(brokers: &[(i32, Option<String>)]) -> Vec<i32> {
+    let mut by_rack: BTreeMap<Option<String>, Vec<i32>> = BTreeMap::new();
+    for (id, rack) in brokers {
+        by_rack.entry(rack.clone()).or_default().push(*id);
+    }
+    let mut racks: Vec<Vec<i32>> = by_rack.into_values().collect();
+    for ids in &mut racks {
+        ids.sort_unstable();
+    }
+    let longest = racks.iter().map(Vec::len).max().unwrap_or(0);
+    let mut ordered = Vec::with_capacity(brokers.len());
+    for index in 0..longest {
+        for ids in &racks {
+            if let Some(id) = ids.get(index) {
+                ordered.push(*id);
+            }
+        }
+    }
+    ordered
+}
+
+/// Replica lists for `partitions`, round-robin over the rack-alternated brokers from
+/// `start`; the first replica is the preferred leader.
+pub fn place(
+    brokers: &[(i32, Option<String>)],
+    partitions: std::ops::Range<i32>,
+    replication_factor: usize,
+    start: usize,
+) -> Vec<Vec<i32>> {
+    let ordered = rack_alternated(brokers);
+    let rack_of: std::collections::HashMap<i32, Option<String>> = brokers.iter().cloned().collect();
+    let count = ordered.len();
+    partitions
+        .map(|partition| {
+            let first = (start + partition as usize) % count;
+            // Followers start further along for each full round of partitions, so replica
+            // sets vary (Kafka's replica shift).
+            let shift = 1 + (partition as usize / count) % count.saturating_sub(1).max(1);
+            let mut replicas = vec![ordered[first]];
+            while replicas.len() < replication_factor {
+                let candidates = (0..count).map(|j| ordered[(first + shift + j) % count]);
+                let unused: Vec<i32> = candidates.filter(|id| !replicas.contains(id)).collect();
+                let racks_used: Vec<&Option<String>> =
+                    replicas.iter().map(|id| &rack_of[id]).collect();
+                // Prefer a rack not used yet by this partition.
+                let pick = unused
+                    .iter()
+                    .find(|id| !racks_used.contains(&&rack_of[*id]))
+                    .or(unused.first())
+                    .copied()
+                    .expect("replication factor <= brokers");
+                replicas.push(pick);
+            }
+            replicas
+        })
+        .collect()
+}
+
 fn check_topic_request(
-    broker: &Broker,
     image: &MetadataImage,
+    defaults: &TopicDefaults,
     request: &TopicRequest,
-) -> Result<(i32, i16), ApiError> {
+) -> Result<Vec<Vec<i32>>, ApiError> {
     validate_topic_name(&request.name)?;
     if image.topic(&request.name).is_some() {
         return Err(ApiError::new(
@@ -78,7 +147,7 @@ fn check_topic_request(
         topic::validate(name, value)
             .map_err(|message| ApiError::new(ResponseError::InvalidConfig, message))?;
     }
-    let node = broker.config.node_id;
+    let brokers = live_brokers(image);
     if !request.assignments.is_empty() {
         if request.partitions != -1 || request.replication_factor != -1 {
             return Err(ApiError::new(
@@ -86,6 +155,7 @@ fn check_topic_request(
                 "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.",
             ));
         }
+        let known: HashSet<i32> = image.brokers.keys().copied().collect();
         for (index, (partition, replicas)) in request.assignments.iter().enumerate() {
             if *partition != index as i32 {
                 return Err(ApiError::new(
@@ -93,17 +163,25 @@ fn check_topic_request(
                     "partitions must be numbered 0..n",
                 ));
             }
-            if replicas.as_slice() != [node] {
+            let distinct: HashSet<i32> = replicas.iter().copied().collect();
+            if replicas.is_empty()
+                || distinct.len() != replicas.len()
+                || !distinct.iter().all(|id| known.contains(id))
+            {
                 return Err(ApiError::new(
                     ResponseError::InvalidReplicaAssignment,
-                    format!("replica assignment {replicas:?} names brokers other than the single broker {node}"),
+                    format!("replica assignment {replicas:?} must name distinct registered brokers ({known:?})"),
                 ));
             }
         }
-        return Ok((request.assignments.len() as i32, 1));
+        return Ok(request
+            .assignments
+            .iter()
+            .map(|(_, replicas)| replicas.clone())
+            .collect());
     }
     let partitions = if request.partitions == -1 {
-        broker.config.num_partitions
+        defaults.num_partitions
     } else {
         request.partitions
     };
@@ -114,7 +192,7 @@ fn check_topic_request(
         ));
     }
     let replication_factor = match request.replication_factor {
-        -1 => broker.config.default_replication_factor,
+        -1 => defaults.replication_factor,
         factor => factor,
     };
     if replication_factor < 1 {
@@ -123,197 +201,324 @@ fn check_topic_request(
             "Replication factor must be larger than 0.",
         ));
     }
-    if replication_factor > 1 {
+    if replication_factor as usize > brokers.len() {
         return Err(ApiError::new(
             ResponseError::InvalidReplicationFactor,
             format!(
-                "Unable to replicate the partition {replication_factor} time(s): The target replication factor of {replication_factor} cannot be reached because only 1 broker(s) are registered."
+                "Unable to replicate the partition {replication_factor} time(s): The target replication factor of {replication_factor} cannot be reached because only {} broker(s) are registered.",
+                brokers.len()
             ),
         ));
     }
-    Ok((partitions, replication_factor))
+    let start = placement_start(&request.name, brokers.len());
+    Ok(place(
+        &brokers,
+        0..partitions,
+        replication_factor as usize,
+        start,
+    ))
+}
+
+/// A stable pseudo-random start for a topic's round-robin placement.
+fn placement_start(name: &str, brokers: usize) -> usize {
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x1000_0000_01b3)
+    });
+    (hash % brokers.max(1) as u64) as usize
 }
 
 fn partition_records(
     topic_id: Uuid,
-    partitions: std::ops::Range<i32>,
-    node: i32,
+    first: i32,
+    assignments: Vec<Vec<i32>>,
 ) -> impl Iterator<Item = MetadataRecord> {
-    partitions.map(move |partition| MetadataRecord::Partition {
-        topic_id,
-        partition,
-        replicas: vec![node],
-        isr: vec![node],
-        leader: node,
-        leader_epoch: 0,
-        partition_epoch: 0,
-    })
+    assignments
+        .into_iter()
+        .enumerate()
+        .map(move |(index, replicas)| MetadataRecord::Partition {
+            topic_id,
+            partition: first + index as i32,
+            isr: replicas.clone(),
+            leader: replicas[0],
+            replicas,
+            leader_epoch: 0,
+            partition_epoch: 0,
+        })
 }
 
-impl Broker {
-    /// Commits `decide`'s records and publishes the new image to local partitions.
-    fn commit<T>(
-        &self,
-        decide: impl FnOnce(&MetadataImage) -> Result<(Vec<MetadataRecord>, T), ApiError>,
-    ) -> Result<T, ApiError> {
-        let (image, outcome) = self.metadata.commit_with(decide)?;
-        self.replicas
-            .apply_image(&image, &self.config)
-            .map_err(|error| {
-                tracing::error!(%error, "applying metadata to local partitions failed");
-                ApiError::new(ResponseError::KafkaStorageError, format!("{error:#}"))
-            })?;
-        Ok(outcome)
-    }
+/// Broker-level defaults a topic decision needs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TopicDefaults {
+    pub num_partitions: i32,
+    pub replication_factor: i16,
+    pub delete_topic_enable: bool,
+}
 
-    pub fn create_topic(
-        &self,
-        request: TopicRequest,
-        validate_only: bool,
-    ) -> Result<CreatedTopic, ApiError> {
-        let node = self.config.node_id;
-        self.commit(|image| {
-            let (partitions, replication_factor) = check_topic_request(self, image, &request)?;
-            let topic_id = Uuid::new_v4();
-            let created = CreatedTopic {
-                topic_id,
-                partitions,
-                replication_factor,
-            };
-            if validate_only {
-                return Ok((Vec::new(), created));
-            }
-            let mut records = vec![MetadataRecord::Topic {
-                name: request.name.clone(),
-                topic_id,
-            }];
-            records.extend(partition_records(topic_id, 0..partitions, node));
-            records.extend(
-                request
-                    .configs
+pub fn create_topic(
+    image: &MetadataImage,
+    defaults: &TopicDefaults,
+    request: TopicRequest,
+    validate_only: bool,
+) -> Result<(Vec<MetadataRecord>, CreatedTopic), ApiError> {
+    let assignments = check_topic_request(image, defaults, &request)?;
+    let topic_id = Uuid::new_v4();
+    let created = CreatedTopic {
+        topic_id,
+        partitions: assignments.len() as i32,
+        replication_factor: assignments[0].len() as i16,
+    };
+    if validate_only {
+        return Ok((Vec::new(), created));
+    }
+    let mut records = vec![MetadataRecord::Topic {
+        name: request.name.clone(),
+        topic_id,
+    }];
+    records.extend(partition_records(topic_id, 0, assignments));
+    records.extend(
+        request
+            .configs
+            .iter()
+            .map(|(name, value)| MetadataRecord::Config {
+                topic: request.name.clone(),
+                name: name.clone(),
+                value: Some(value.clone()),
+            }),
+    );
+    tracing::info!(topic = %request.name, partitions = created.partitions, "creating topic");
+    Ok((records, created))
+}
+
+pub fn delete_topic(
+    image: &MetadataImage,
+    defaults: &TopicDefaults,
+    name: &str,
+) -> Result<(Vec<MetadataRecord>, Uuid), ApiError> {
+    if !defaults.delete_topic_enable {
+        return Err(ApiError::new(
+            ResponseError::TopicDeletionDisabled,
+            "delete.topic.enable is false",
+        ));
+    }
+    let topic = image.topic(name).ok_or_else(|| {
+        ApiError::new(
+            ResponseError::UnknownTopicOrPartition,
+            "This server does not host this topic-partition.",
+        )
+    })?;
+    tracing::info!(topic = %name, "deleting topic");
+    Ok((
+        vec![MetadataRecord::RemoveTopic {
+            topic_id: topic.topic_id,
+        }],
+        topic.topic_id,
+    ))
+}
+
+pub fn create_partitions(
+    image: &MetadataImage,
+    name: &str,
+    count: i32,
+    assignments: Option<Vec<Vec<i32>>>,
+    validate_only: bool,
+) -> Result<Vec<MetadataRecord>, ApiError> {
+    let topic = image.topic(name).ok_or_else(|| {
+        ApiError::new(
+            ResponseError::UnknownTopicOrPartition,
+            format!("The topic '{name}' does not exist."),
+        )
+    })?;
+    let current = topic.partitions.len() as i32;
+    if count <= current {
+        return Err(ApiError::new(
+            ResponseError::InvalidPartitions,
+            format!("Topic currently has {current} partitions, which is higher than the requested {count}."),
+        ));
+    }
+    if count > PARTITIONS_PER_TOPIC_MAX {
+        return Err(ApiError::new(
+            ResponseError::InvalidPartitions,
+            format!("Number of partitions must be at most {PARTITIONS_PER_TOPIC_MAX}."),
+        ));
+    }
+    let replication_factor = topic.partitions.first().map_or(1, |p| p.replicas.len());
+    let brokers = live_brokers(image);
+    let placed = match assignments {
+        Some(assignments) => {
+            let known: HashSet<i32> = image.brokers.keys().copied().collect();
+            if assignments.len() as i32 != count - current
+                || assignments
                     .iter()
-                    .map(|(name, value)| MetadataRecord::Config {
-                        topic: request.name.clone(),
-                        name: name.clone(),
-                        value: Some(value.clone()),
-                    }),
-            );
-            tracing::info!(topic = %request.name, partitions, "creating topic");
-            Ok((records, created))
-        })
-    }
-
-    pub fn delete_topic(&self, name: &str) -> Result<Uuid, ApiError> {
-        if !self.config.delete_topic_enable {
-            return Err(ApiError::new(
-                ResponseError::TopicDeletionDisabled,
-                "delete.topic.enable is false",
-            ));
+                    .any(|r| r.is_empty() || !r.iter().all(|id| known.contains(id)))
+            {
+                return Err(ApiError::new(
+                    ResponseError::InvalidReplicaAssignment,
+                    format!(
+                        "assignments must give {} replica lists of registered brokers",
+                        count - current
+                    ),
+                ));
+            }
+            assignments
         }
-        self.commit(|image| {
-            let topic = image.topic(name).ok_or_else(|| {
-                ApiError::new(
-                    ResponseError::UnknownTopicOrPartition,
-                    "This server does not host this topic-partition.",
+        None => {
+            if replication_factor > brokers.len() {
+                return Err(ApiError::new(
+                    ResponseError::InvalidReplicationFactor,
+                    format!("{replication_factor} replicas need {replication_factor} live brokers, {} are", brokers.len()),
+                ));
+            }
+            place(
+                &brokers,
+                current..count,
+                replication_factor,
+                placement_start(name, brokers.len()),
+            )
+        }
+    };
+    if validate_only {
+        return Ok(Vec::new());
+    }
+    Ok(partition_records(topic.topic_id, current, placed).collect())
+}
+
+/// Topic config changes: `Some(value)` sets, `None` removes. With `replace_all`
+/// (AlterConfigs), keys not mentioned are removed, as Kafka's legacy API does.
+pub fn alter_topic_configs(
+    image: &MetadataImage,
+    name: &str,
+    changes: Vec<(String, Option<String>)>,
+    replace_all: bool,
+    validate_only: bool,
+) -> Result<Vec<MetadataRecord>, ApiError> {
+    let topic = image.topic(name).ok_or_else(|| {
+        ApiError::new(
+            ResponseError::UnknownTopicOrPartition,
+            format!("The topic '{name}' does not exist."),
+        )
+    })?;
+    for (key, value) in &changes {
+        match value {
+            Some(value) => topic::validate(key, value),
+            None if topic::key(key).is_some() => Ok(()),
+            None => Err(format!("Unknown topic config name: {key}")),
+        }
+        .map_err(|message| ApiError::new(ResponseError::InvalidConfig, message))?;
+    }
+    let mut records: Vec<MetadataRecord> = Vec::new();
+    if replace_all {
+        for existing in topic.configs.keys() {
+            if !changes.iter().any(|(key, _)| key == existing) {
+                records.push(MetadataRecord::Config {
+                    topic: name.to_owned(),
+                    name: existing.clone(),
+                    value: None,
+                });
+            }
+        }
+    }
+    records.extend(
+        changes
+            .into_iter()
+            .map(|(key, value)| MetadataRecord::Config {
+                topic: name.to_owned(),
+                name: key,
+                value,
+            }),
+    );
+    if validate_only {
+        records.clear();
+    }
+    Ok(records)
+}
+
+/// Leadership changes when `broker` stops being able to lead (fenced): each partition it
+/// leads gets the first other in-sync, unfenced replica, or no leader.
+pub fn move_leadership_away(image: &MetadataImage, broker: i32) -> Vec<MetadataRecord> {
+    let usable = |id: i32| id != broker && image.broker(id).is_some_and(|b| !b.fenced);
+    let mut records = Vec::new();
+    for topic in image.topics.values() {
+        for partition in topic.partitions.iter().filter(|p| p.leader == broker) {
+            let leader = partition
+                .replicas
+                .iter()
+                .copied()
+                .find(|id| partition.isr.contains(id) && usable(*id))
+                .unwrap_or(-1);
+            let isr = if leader == -1 {
+                None
+            } else {
+                Some(
+                    partition
+                        .isr
+                        .iter()
+                        .copied()
+                        .filter(|id| *id != broker)
+                        .collect(),
                 )
-            })?;
-            tracing::info!(topic = %name, "deleting topic");
-            Ok((
-                vec![MetadataRecord::RemoveTopic {
+            };
+            records.push(MetadataRecord::PartitionChange {
+                topic_id: topic.topic_id,
+                partition: partition.partition,
+                leader: Some(leader),
+                isr,
+                replicas: None,
+            });
+        }
+    }
+    records
+}
+
+/// Leadership for partitions without a leader that `broker` (now unfenced) can take: it is
+/// an in-sync replica of them.
+pub fn elect_leaderless(image: &MetadataImage, broker: i32) -> Vec<MetadataRecord> {
+    let mut records = Vec::new();
+    for topic in image.topics.values() {
+        for partition in &topic.partitions {
+            if partition.leader == -1
+                && partition.replicas.contains(&broker)
+                && partition.isr.contains(&broker)
+            {
+                records.push(MetadataRecord::PartitionChange {
                     topic_id: topic.topic_id,
-                }],
-                topic.topic_id,
-            ))
-        })
+                    partition: partition.partition,
+                    leader: Some(broker),
+                    isr: None,
+                    replicas: None,
+                });
+            }
+        }
     }
-
-    pub fn create_partitions(
-        &self,
-        name: &str,
-        count: i32,
-        validate_only: bool,
-    ) -> Result<(), ApiError> {
-        let node = self.config.node_id;
-        self.commit(|image| {
-            let topic = image.topic(name).ok_or_else(|| {
-                ApiError::new(ResponseError::UnknownTopicOrPartition, format!("The topic '{name}' does not exist."))
-            })?;
-            let current = topic.partitions.len() as i32;
-            if count <= current {
-                return Err(ApiError::new(
-                    ResponseError::InvalidPartitions,
-                    format!("Topic currently has {current} partitions, which is higher than the requested {count}."),
-                ));
-            }
-            if count > PARTITIONS_PER_TOPIC_MAX {
-                return Err(ApiError::new(
-                    ResponseError::InvalidPartitions,
-                    format!("Number of partitions must be at most {PARTITIONS_PER_TOPIC_MAX}."),
-                ));
-            }
-            if validate_only {
-                return Ok((Vec::new(), ()));
-            }
-            Ok((partition_records(topic.topic_id, current..count, node).collect(), ()))
-        })
-    }
-
-    /// Applies topic config changes: `Some(value)` sets, `None` removes. With `replace_all`
-    /// (AlterConfigs), keys not mentioned are removed, as Kafka's legacy API does.
-    pub fn alter_topic_configs(
-        &self,
-        name: &str,
-        changes: Vec<(String, Option<String>)>,
-        replace_all: bool,
-        validate_only: bool,
-    ) -> Result<(), ApiError> {
-        self.commit(|image| {
-            let topic = image.topic(name).ok_or_else(|| {
-                ApiError::new(
-                    ResponseError::UnknownTopicOrPartition,
-                    format!("The topic '{name}' does not exist."),
-                )
-            })?;
-            for (key, value) in &changes {
-                match value {
-                    Some(value) => topic::validate(key, value),
-                    None if topic::key(key).is_some() => Ok(()),
-                    None => Err(format!("Unknown topic config name: {key}")),
-                }
-                .map_err(|message| ApiError::new(ResponseError::InvalidConfig, message))?;
-            }
-            let mut records: Vec<MetadataRecord> = Vec::new();
-            if replace_all {
-                for existing in topic.configs.keys() {
-                    if !changes.iter().any(|(key, _)| key == existing) {
-                        records.push(MetadataRecord::Config {
-                            topic: name.to_owned(),
-                            name: existing.clone(),
-                            value: None,
-                        });
-                    }
-                }
-            }
-            records.extend(
-                changes
-                    .into_iter()
-                    .map(|(key, value)| MetadataRecord::Config {
-                        topic: name.to_owned(),
-                        name: key,
-                        value,
-                    }),
-            );
-            if validate_only {
-                records.clear();
-            }
-            Ok((records, ()))
-        })
-    }
+    records
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn placement_spreads_leaders_and_replicas_over_brokers_and_racks() {
+        let brokers = vec![
+            (1, Some("a".into())),
+            (2, Some("a".into())),
+            (3, Some("b".into())),
+            (4, Some("b".into())),
+        ];
+        let placed = place(&brokers, 0..8, 2, 0);
+        let mut leaders = BTreeMap::new();
+        for replicas in &placed {
+            assert_eq!(replicas.len(), 2);
+            assert_ne!(replicas[0], replicas[1]);
+            *leaders.entry(replicas[0]).or_insert(0) += 1;
+        }
+        assert_eq!(
+            leaders.values().copied().collect::<Vec<_>>(),
+            vec![2, 2, 2, 2]
+        );
+        let rack = |id: i32| if id <= 2 { "a" } else { "b" };
+        let spread = placed.iter().filter(|r| rack(r[0]) != rack(r[1])).count();
+        assert!(spread >= 6, "{placed:?}");
+    }
 
     #[test]
     fn kafka_topic_name_rules_apply() {

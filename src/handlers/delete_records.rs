@@ -121,12 +121,9 @@ fn delete_and_checkpoint(
 /// Deletes the records of one partition below `offset` (or below the high watermark);
 /// returns the new log start offset.
 fn delete_before(broker: &Broker, key: &TopicPartition, offset: i64) -> Result<Offset, ApiError> {
-    let partition = broker.replicas.partition(key).ok_or_else(|| {
-        ApiError::new(
-            ResponseError::UnknownTopicOrPartition,
-            format!("{key} is not hosted here"),
-        )
-    })?;
+    let partition = broker
+        .replicas
+        .leader_partition(key, &broker.metadata.image())?;
     let log = &partition.log;
     let offset = match offset {
         HIGH_WATERMARK => log.offsets().high_watermark,

@@ -1,4 +1,4 @@
-//! DescribeCluster: the cluster id and its one broker, which is also the controller.
+//! DescribeCluster: the cluster id, the controller, and the live brokers.
 
 use proto_kafka::messages::describe_cluster_response::DescribeClusterBroker;
 use proto_kafka::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
@@ -26,19 +26,23 @@ pub async fn handle(
                 request.endpoint_type
             ))));
     }
-    let config = &broker.config;
-    let node = BrokerId(config.node_id);
-    let this_broker = DescribeClusterBroker::default()
-        .with_broker_id(node)
-        .with_host(StrBytes::from_string(config.advertised_host.clone()))
-        .with_port(i32::from(config.advertised_port))
-        .with_rack(None);
+    let brokers = broker
+        .live_brokers()
+        .into_iter()
+        .map(|live| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(live.id))
+                .with_host(StrBytes::from_string(live.host))
+                .with_port(i32::from(live.port))
+                .with_rack(live.rack.map(StrBytes::from_string))
+        })
+        .collect();
     DescribeClusterResponse::default()
         .with_error_code(0)
         .with_error_message(None)
         .with_cluster_id(StrBytes::from_string(broker.cluster_id()))
-        .with_controller_id(node)
-        .with_brokers(vec![this_broker])
+        .with_controller_id(BrokerId(broker.reported_controller_id()))
+        .with_brokers(brokers)
         // Karst has no authorizer, so authorized operations are never reported.
         .with_cluster_authorized_operations(i32::MIN)
 }

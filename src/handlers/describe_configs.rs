@@ -264,16 +264,22 @@ mod tests {
     fn image_with_topic(name: &str, configs: &[(&str, &str)]) -> MetadataImage {
         let mut image = MetadataImage::new("test-cluster".to_owned());
         let topic_id = uuid::Uuid::new_v4();
-        image.apply(&MetadataRecord::Topic {
-            name: name.to_owned(),
-            topic_id,
-        });
+        let _ = image.apply(
+            0,
+            &MetadataRecord::Topic {
+                name: name.to_owned(),
+                topic_id,
+            },
+        );
         for (key, value) in configs {
-            image.apply(&MetadataRecord::Config {
-                topic: name.to_owned(),
-                name: (*key).to_owned(),
-                value: Some((*value).to_owned()),
-            });
+            let _ = image.apply(
+                0,
+                &MetadataRecord::Config {
+                    topic: name.to_owned(),
+                    name: (*key).to_owned(),
+                    value: Some((*value).to_owned()),
+                },
+            );
         }
         image
     }

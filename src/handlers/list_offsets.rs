@@ -35,12 +35,12 @@ pub async fn handle(
             let key = TopicPartition::new(topic.name.to_string(), wanted.partition_index);
             let response = ListOffsetsPartitionResponse::default()
                 .with_partition_index(wanted.partition_index);
-            let outcome = match broker.replicas.partition(&key) {
-                None => Err(ApiError::new(
-                    ResponseError::UnknownTopicOrPartition,
-                    key.to_string(),
-                )),
-                Some(partition) => {
+            let outcome = match broker
+                .replicas
+                .leader_partition(&key, &broker.metadata.image())
+            {
+                Err(error) => Err(error),
+                Ok(partition) => {
                     let timestamp = wanted.timestamp;
                     tokio::task::spawn_blocking(move || lookup(&partition, timestamp))
                         .await

@@ -47,14 +47,21 @@ pub async fn handle(
             }
         }
     }
-    let config = &broker.config;
+    let brokers = broker
+        .live_brokers()
+        .into_iter()
+        .map(|live| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(live.id))
+                .with_host(StrBytes::from_string(live.host))
+                .with_port(i32::from(live.port))
+                .with_rack(live.rack.map(StrBytes::from_string))
+        })
+        .collect();
     MetadataResponse::default()
-        .with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(BrokerId(config.node_id))
-            .with_host(StrBytes::from_string(config.advertised_host.clone()))
-            .with_port(i32::from(config.advertised_port))])
+        .with_brokers(brokers)
         .with_cluster_id(Some(StrBytes::from_string(broker.cluster_id())))
-        .with_controller_id(BrokerId(config.node_id))
+        .with_controller_id(BrokerId(broker.reported_controller_id()))
         .with_topics(topics)
         .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
 }
@@ -125,6 +132,11 @@ fn describe(topic: &TopicImage, _version: i16) -> MetadataResponseTopic {
         .iter()
         .map(|p| {
             MetadataResponsePartition::default()
+                .with_error_code(if p.leader == -1 {
+                    ResponseError::LeaderNotAvailable.code()
+                } else {
+                    0
+                })
                 .with_partition_index(p.partition)
                 .with_leader_id(BrokerId(p.leader))
                 .with_leader_epoch(p.leader_epoch)

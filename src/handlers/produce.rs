@@ -106,11 +106,12 @@ fn start_append(
         ));
     }
     let key = TopicPartition::new(topic, partition);
-    let Some(hosted) = broker.replicas.partition(&key) else {
-        return Pending::Failed(ApiError::new(
-            ResponseError::UnknownTopicOrPartition,
-            format!("This server does not host {key}."),
-        ));
+    let hosted = match broker
+        .replicas
+        .leader_partition(&key, &broker.metadata.image())
+    {
+        Ok(hosted) => hosted,
+        Err(error) => return Pending::Failed(error),
     };
     let Some(records) = records else {
         return Pending::Failed(ApiError::new(

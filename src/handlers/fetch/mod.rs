@@ -105,12 +105,14 @@ async fn respond(
             (id, partitions.into_iter().collect(), Some(previous))
         }
     };
-    let hosted: Vec<Option<Arc<Partition>>> = wanted
+    let image = broker.metadata.image();
+    let hosted: Vec<Result<Arc<Partition>, ResponseError>> = wanted
         .iter()
         .map(|((topic, index), _)| {
             broker
                 .replicas
-                .partition(&TopicPartition::new(topic.clone(), *index))
+                .leader_partition(&TopicPartition::new(topic.clone(), *index), &image)
+                .map_err(|error| error.code)
         })
         .collect();
     let max_wait = Duration::from_millis(request.max_wait_ms.clamp(0, FETCH_WAIT_MS_MAX) as u64);
@@ -205,22 +207,25 @@ async fn respond(
 /// Reads every wanted partition, within the response's `max_bytes` overall.
 fn read_all(
     wanted: &[(PartitionKey, SessionPartition)],
-    hosted: &[Option<Arc<Partition>>],
+    hosted: &[Result<Arc<Partition>, ResponseError>],
     max_bytes: usize,
     zero_copy: bool,
 ) -> Vec<PartitionRead> {
     let mut remaining = max_bytes;
     let mut reads = Vec::with_capacity(wanted.len());
     for ((key, position), partition) in wanted.iter().zip(hosted) {
-        let Some(partition) = partition else {
-            reads.push(PartitionRead {
-                key: key.clone(),
-                error: Some(ResponseError::UnknownTopicOrPartition),
-                high_watermark: -1,
-                log_start_offset: -1,
-                records: ReadData::Bytes(Bytes::new()),
-            });
-            continue;
+        let partition = match partition {
+            Ok(partition) => partition,
+            Err(code) => {
+                reads.push(PartitionRead {
+                    key: key.clone(),
+                    error: Some(*code),
+                    high_watermark: -1,
+                    log_start_offset: -1,
+                    records: ReadData::Bytes(Bytes::new()),
+                });
+                continue;
+            }
         };
         let offsets = partition.log.offsets();
         let limit = (position.partition_max_bytes.max(0) as usize).min(remaining);
