@@ -1,14 +1,26 @@
-//! The admin HTTP listener: `GET /metrics` (Prometheus text format) and `GET /health`.
+//! The admin HTTP listener, for operators, scrapers and the fault-injection harness:
+//!
+//! | path | answer |
+//! |---|---|
+//! | `GET /metrics` | Prometheus text format |
+//! | `GET /health` | `ok` |
+//! | `GET /v1/cluster` | JSON: cluster id, controller, this node's view of the quorum, registered brokers (with incarnation ids and epochs) |
+//! | `GET /v1/partitions` | JSON: every partition hosted here: leader, epochs, ISR, replicas, HW, log start and end |
 //!
 //! A deliberately tiny HTTP/1.0 responder: one request per connection, bounded request
-//! size and time, no keep-alive. It serves operators and scrapers, not clients.
+//! size and time, no keep-alive. It serves operators, not clients. The JSON views are read
+//! from the current metadata image and logs on each request; nothing here changes state.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+
+use crate::broker::Broker;
 
 /// Largest HTTP request head read.
 const REQUEST_BYTES_MAX: usize = 8 * 1024;
@@ -32,9 +44,29 @@ pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
     Ok(handle)
 }
 
+/// Serves `/metrics` and `/health` only (no broker to describe).
 pub async fn serve(
     listener: TcpListener,
     handle: PrometheusHandle,
+    shutdown: watch::Receiver<bool>,
+) {
+    serve_views(listener, handle, None, shutdown).await
+}
+
+/// Serves every path, the JSON views of `broker` included.
+pub async fn serve_broker(
+    listener: TcpListener,
+    handle: PrometheusHandle,
+    broker: Arc<Broker>,
+    shutdown: watch::Receiver<bool>,
+) {
+    serve_views(listener, handle, Some(broker), shutdown).await
+}
+
+async fn serve_views(
+    listener: TcpListener,
+    handle: PrometheusHandle,
+    broker: Option<Arc<Broker>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -44,15 +76,20 @@ pub async fn serve(
         };
         let Ok((stream, _)) = accepted else { continue };
         let handle = handle.clone();
+        let broker = broker.clone();
         tokio::spawn(async move {
-            if let Err(error) = answer(stream, &handle).await {
+            if let Err(error) = answer(stream, &handle, broker.as_deref()).await {
                 tracing::debug!(%error, "admin request failed");
             }
         });
     }
 }
 
-async fn answer(mut stream: TcpStream, handle: &PrometheusHandle) -> std::io::Result<()> {
+async fn answer(
+    mut stream: TcpStream,
+    handle: &PrometheusHandle,
+    broker: Option<&Broker>,
+) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
     let read = tokio::time::timeout(REQUEST_TIMEOUT, async {
@@ -72,10 +109,26 @@ async fn answer(mut stream: TcpStream, handle: &PrometheusHandle) -> std::io::Re
     let line = String::from_utf8_lossy(head.split(|b| *b == b'\r').next().unwrap_or_default())
         .into_owned();
     let mut parts = line.split(' ');
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = target.split('?').next().unwrap_or_default();
     let (status, content_type, body) = match (method, path) {
         ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4", handle.render()),
         ("GET", "/health") => ("200 OK", "text/plain", "ok\n".to_owned()),
+        ("GET", "/v1/cluster" | "/v1/partitions") => match broker {
+            Some(broker) => {
+                let view = if path == "/v1/cluster" {
+                    cluster_view(broker)
+                } else {
+                    partitions_view(broker)
+                };
+                ("200 OK", "application/json", format!("{view:#}\n"))
+            }
+            None => (
+                "503 Service Unavailable",
+                "text/plain",
+                "this listener serves no broker\n".to_owned(),
+            ),
+        },
         ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_owned()),
         _ => (
             "405 Method Not Allowed",
@@ -89,4 +142,124 @@ async fn answer(mut stream: TcpStream, handle: &PrometheusHandle) -> std::io::Re
     );
     stream.write_all(response.as_bytes()).await?;
     stream.shutdown().await
+}
+
+fn role_name(role: karst_raft::Role) -> &'static str {
+    match role {
+        karst_raft::Role::Leader => "leader",
+        karst_raft::Role::Follower => "follower",
+        karst_raft::Role::Candidate => "candidate",
+        karst_raft::Role::Observer => "observer",
+        karst_raft::Role::Stopped => "stopped",
+    }
+}
+
+/// `/v1/cluster`: the cluster as this node sees it. The quorum part is this node's own Raft
+/// state (only the leader knows the other members' progress, in `replicated_index`).
+pub fn cluster_view(broker: &Broker) -> Value {
+    let status = broker.quorum.status();
+    let image = broker.quorum.image();
+    let members = |members: &std::collections::BTreeMap<u64, String>| -> Vec<Value> {
+        members
+            .iter()
+            .map(|(id, address)| json!({"id": id, "address": address}))
+            .collect()
+    };
+    let replicated: Vec<Value> = status
+        .replicated_index
+        .iter()
+        .map(|(id, index)| json!({"id": id, "index": index}))
+        .collect();
+    let quorum = json!({
+        "node_id": status.node_id,
+        "role": role_name(status.role),
+        "leader_id": status.leader_id,
+        "term": status.term,
+        "voters": members(&status.voters),
+        "observers": members(&status.observers),
+        "last_log_index": status.last_log_index,
+        "committed_index": status.committed_index,
+        "applied_index": status.applied_index,
+        "snapshot_index": status.snapshot_index,
+        "purged_index": status.purged_index,
+        "replicated_index": replicated,
+        "snapshots": {
+            "built": status.snapshots.built,
+            "installed": status.snapshots.installed,
+        },
+    });
+    let brokers: Vec<Value> = image
+        .brokers
+        .values()
+        .map(|registration| {
+            let listeners: Vec<Value> = registration
+                .listeners
+                .iter()
+                .map(|listener| {
+                    json!({
+                        "name": listener.name,
+                        "host": listener.host,
+                        "port": listener.port,
+                        "security_protocol": listener.security_protocol,
+                    })
+                })
+                .collect();
+            json!({
+                "id": registration.broker_id,
+                "incarnation": registration.incarnation_id.to_string(),
+                "listeners": listeners,
+                "rack": registration.rack,
+                "fenced": registration.fenced,
+                "epoch": registration.broker_epoch,
+            })
+        })
+        .collect();
+    json!({
+        "cluster_id": image.cluster_id,
+        "node_id": broker.config.node_id,
+        "controller": status.leader_id,
+        "quorum": quorum,
+        "brokers": brokers,
+    })
+}
+
+/// `/v1/partitions`: every partition with a log on this node, its state in the metadata
+/// image and its log's offsets.
+pub fn partitions_view(broker: &Broker) -> Value {
+    let image = broker.quorum.image();
+    let mut hosted = broker.replicas.partitions();
+    hosted.sort_by(|a, b| {
+        let (a, b) = (&a.topic_partition, &b.topic_partition);
+        (&a.topic, a.partition).cmp(&(&b.topic, b.partition))
+    });
+    let partitions: Vec<Value> = hosted
+        .iter()
+        .map(|hosted| {
+            let key = &hosted.topic_partition;
+            let state = image
+                .topic(&key.topic)
+                .and_then(|topic| topic.partition(key.partition));
+            let offsets = hosted.log.offsets();
+            json!({
+                "topic": key.topic,
+                "partition": key.partition,
+                "topic_id": hosted.topic_id.to_string(),
+                "leader": state.map(|s| s.leader),
+                "leader_epoch": state.map(|s| s.leader_epoch),
+                "partition_epoch": state.map(|s| s.partition_epoch),
+                "isr": state.map(|s| s.isr.clone()),
+                "replicas": state.map(|s| s.replicas.clone()),
+                "high_watermark": offsets.high_watermark.0,
+                // No transactions yet: every record below the high watermark is stable.
+                "last_stable_offset": offsets.high_watermark.0,
+                "log_start_offset": offsets.log_start_offset.0,
+                "log_end_offset": offsets.log_end_offset.0,
+                "size_bytes": hosted.log.size_bytes(),
+            })
+        })
+        .collect();
+    json!({
+        "node_id": broker.config.node_id,
+        "partitions": partitions,
+    })
 }

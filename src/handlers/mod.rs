@@ -29,6 +29,7 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_log_dirs;
+pub mod describe_quorum;
 pub mod fetch;
 pub mod incremental_alter_configs;
 pub mod list_offsets;
@@ -228,6 +229,7 @@ registry! {
     DescribeCluster => describe_cluster::DescribeClusterRequest, 0..=1, lazy;
     DeleteRecords => delete_records::DeleteRecordsRequest, 0..=2, lazy;
     DescribeLogDirs => describe_log_dirs::DescribeLogDirsRequest, 1..=4, lazy;
+    DescribeQuorum => describe_quorum::DescribeQuorumRequest, 0..=2, lazy;
 }
 
 /// The registry entry of `api`, if served.

@@ -303,6 +303,14 @@ def test_single_toml_starts_a_single_node(brokers, tmp_path):
     status, body = broker.http_get("/health")
     assert status == 200, body
 
+    # A quorum of one: this node leads it.
+    result = run_karst(broker.binary, "cluster", "quorum", "--format", "json",
+                       "--bootstrap-server", broker.bootstrap)
+    assert result.returncode == 0, result.stderr
+    quorum = json.loads(result.stdout)
+    assert quorum["leader_id"] == 1
+    assert [(v["node_id"], v["status"], v["lag"]) for v in quorum["voters"]] == [(1, "leader", 0)]
+
 
 def require_local_cluster_ports() -> None:
     ports = [port for _, kafka, admin in LOCAL_NODES for port in (kafka, admin)] + LOCAL_CONTROLLER_PORTS
@@ -348,3 +356,41 @@ def test_the_three_node_configs_form_one_cluster(brokers, karst_bin, tmp_path):
     # KIP-590: a broker reports itself (a live broker) as the controller; it forwards.
     assert cluster["controller"] in (1, 2, 3)
     assert sorted(broker["id"] for broker in cluster["brokers"]) == [1, 2, 3]
+
+    # The admin listener's view adds incarnation ids and broker epochs.
+    admin_result = run_karst(karst_bin, "cluster", "brokers", "--format", "json",
+                             "--admin-server", f"{LOOPBACK}:{nodes[2].admin_port}")
+    assert admin_result.returncode == 0, admin_result.stderr
+    registered = json.loads(admin_result.stdout)
+    assert registered["controller"] == described["leader_id"]
+    assert registered["quorum"]["voters"] == [
+        {"id": 1, "address": "127.0.0.1:9093"},
+        {"id": 2, "address": "127.0.0.1:9193"},
+        {"id": 3, "address": "127.0.0.1:9293"},
+    ]
+    assert sorted(broker["id"] for broker in registered["brokers"]) == [1, 2, 3]
+    for broker in registered["brokers"]:
+        assert re.fullmatch(r"[0-9a-f-]{36}", broker["incarnation"]), broker
+        assert broker["epoch"] >= 0, broker
+        assert {"name": "PLAINTEXT", "host": LOOPBACK, "port": LOCAL_NODES[broker["id"] - 1][1],
+                "security_protocol": 0} in broker["listeners"], broker
+
+    # Every node lists the partitions it hosts: a 6-partition topic spreads over all three.
+    created = run_karst(karst_bin, "topics", "create", "--topic", "spread", "--partitions", "6",
+                        "--replication-factor", "1", "--bootstrap-server", nodes[0].bootstrap)
+    assert created.returncode == 0, created.stderr
+
+    def hosted():
+        views = {}
+        for node in nodes:
+            status, body = node.http_get("/v1/partitions")
+            assert status == 200, body
+            views[node.port] = [p for p in json.loads(body)["partitions"] if p["topic"] == "spread"]
+        return views if sum(len(v) for v in views.values()) == 6 else None
+
+    views = wait_until(hosted, timeout_s=10, what="the 6 partitions of `spread` hosted")
+    assert all(views.values()), f"some node hosts no partition of `spread`: {views}"
+    for partitions in views.values():
+        for partition in partitions:
+            assert partition["replicas"] == [partition["leader"]], partition
+            assert partition["high_watermark"] == partition["log_end_offset"] == 0, partition
