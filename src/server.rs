@@ -1,11 +1,11 @@
 //! `karst server`: load config, format or check the data directory, recover logs, replay
 //! metadata, listen, run background tasks, and shut down cleanly on SIGTERM/SIGINT.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -33,8 +33,6 @@ pub struct ServerArgs {
 const SIZE_METRICS_INTERVAL: Duration = Duration::from_secs(5);
 /// How often logs in `flush.ms` mode are checked for a due sync.
 const FLUSH_CHECK_INTERVAL: Duration = Duration::from_millis(200);
-/// The data directory's identity file, in Kafka's format.
-const META_PROPERTIES: &str = "meta.properties";
 /// Where the metadata quorum keeps its Raft log and snapshots, inside `log.dirs` (not a
 /// `<topic>-<partition>` name, so the log manager leaves it alone).
 pub const METADATA_DIR: &str = "__cluster_metadata";
@@ -63,79 +61,14 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
         .block_on(serve(config, source))
 }
 
-/// A base64url (no padding) UUID, the shape of Kafka cluster ids.
-fn new_cluster_id() -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let bytes = uuid::Uuid::new_v4().into_bytes();
-    let mut bits: u32 = 0;
-    let mut bit_count = 0;
-    let mut out = String::with_capacity(22);
-    for byte in bytes {
-        bits = (bits << 8) | u32::from(byte);
-        bit_count += 8;
-        while bit_count >= 6 {
-            bit_count -= 6;
-            out.push(ALPHABET[((bits >> bit_count) & 0x3f) as usize] as char);
-        }
-    }
-    if bit_count > 0 {
-        out.push(ALPHABET[((bits << (6 - bit_count)) & 0x3f) as usize] as char);
-    }
-    out
-}
-
-/// Reads `meta.properties`, or writes it on first start (the no-argument single node
-/// formats itself). Refuses a directory that belongs to another node or cluster.
-fn format_or_check(dir: &Path, config: &BrokerConfig) -> anyhow::Result<String> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("creating data directory {}", dir.display()))?;
-    let path = dir.join(META_PROPERTIES);
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        let field = |name: &str| {
-            text.lines()
-                .find_map(|line| line.strip_prefix(&format!("{name}=")))
-                .map(str::to_owned)
-        };
-        let cluster_id =
-            field("cluster.id").with_context(|| format!("{} has no cluster.id", path.display()))?;
-        let node_id: i32 = field("node.id")
-            .and_then(|v| v.parse().ok())
-            .with_context(|| format!("{} has no node.id", path.display()))?;
-        if node_id != config.node_id {
-            bail!(
-                "data directory {} belongs to node.id {node_id}, but this node is node.id {}",
-                dir.display(),
-                config.node_id
-            );
-        }
-        if let Some(expected) = &config.cluster_id {
-            if *expected != cluster_id {
-                bail!(
-                    "data directory {} belongs to cluster {cluster_id}, not {expected}",
-                    dir.display()
-                );
-            }
-        }
-        return Ok(cluster_id);
-    }
-    let cluster_id = config.cluster_id.clone().unwrap_or_else(new_cluster_id);
-    let text = format!(
-        "#\n#Written by karst server\nversion=1\ncluster.id={cluster_id}\nnode.id={}\n",
-        config.node_id
-    );
-    let temporary = dir.join("meta.properties.tmp");
-    std::fs::write(&temporary, text)?;
-    std::fs::File::open(&temporary)?.sync_all()?;
-    std::fs::rename(&temporary, &path)?;
-    karst_storage::io::sync_directory(dir)?;
-    tracing::info!(dir = %dir.display(), %cluster_id, "formatted data directory");
-    Ok(cluster_id)
-}
-
 async fn serve(config: BrokerConfig, source: String) -> anyhow::Result<()> {
     let metrics = crate::admin::install_recorder()?;
     let dir = config.log_dir.clone();
-    let cluster_id = format_or_check(&dir, &config)?;
+    // The no-argument single node formats itself; a directory of another cluster or node
+    // id is refused.
+    let cluster_id =
+        crate::meta_properties::load_or_format(&dir, config.cluster_id.as_deref(), config.node_id)?
+            .cluster_id;
     let default_log_config = LogConfig::default();
     let options = LogManagerOptions {
         dir: dir.clone(),
@@ -192,8 +125,16 @@ async fn serve(config: BrokerConfig, source: String) -> anyhow::Result<()> {
             shutdown.clone(),
         ))
     });
-    if lifecycle.is_some() {
-        wait_for_registration(&broker).await;
+    if let Some(running) = &lifecycle {
+        wait_for_registration(&broker, running).await;
+        if running.is_finished() {
+            let refused = lifecycle.expect("checked").await?;
+            quorum.shutdown().await;
+            refused.map_err(|error| {
+                anyhow::anyhow!("the controller refused this broker: {}", error.message)
+            })?;
+            anyhow::bail!("broker registration stopped");
+        }
     }
     let listener = TcpListener::bind(broker.config.listener)
         .await
@@ -215,13 +156,16 @@ async fn serve(config: BrokerConfig, source: String) -> anyhow::Result<()> {
         Arc::clone(&broker),
         shutdown.clone(),
     ));
-    let admin = tokio::spawn(crate::admin::serve(
+    let admin = tokio::spawn(crate::admin::serve_broker(
         admin_listener,
         metrics,
+        Arc::clone(&broker),
         shutdown.clone(),
     ));
     let maintenance = tokio::spawn(maintain(Arc::clone(&broker), shutdown.clone()));
+    crate::systemd::notify_ready();
     wait_for_signal().await;
+    crate::systemd::notify_stopping();
     tracing::info!("shutting down");
     if broker.config.roles_broker {
         crate::controller::lifecycle::controlled_shutdown(&broker).await;
@@ -233,7 +177,9 @@ async fn serve(config: BrokerConfig, source: String) -> anyhow::Result<()> {
     let _ = images.await;
     let _ = duties.await;
     if let Some(lifecycle) = lifecycle {
-        let _ = lifecycle.await;
+        if let Ok(Err(error)) = lifecycle.await {
+            tracing::error!(%error, "broker registration ended");
+        }
     }
     quorum.shutdown().await;
     if let Some(cleaner) = cleaner {
@@ -276,7 +222,10 @@ async fn start_quorum(config: &BrokerConfig, cluster_id: &str) -> anyhow::Result
 
 /// Waits until this broker's registration is in the metadata image (bounded), so clients
 /// are never told about a cluster that does not list this broker yet.
-async fn wait_for_registration(broker: &Broker) {
+async fn wait_for_registration(
+    broker: &Broker,
+    lifecycle: &tokio::task::JoinHandle<Result<(), crate::error::ApiError>>,
+) {
     let deadline = std::time::Instant::now() + REGISTRATION_WAIT;
     let mut images = broker.quorum.subscribe();
     loop {
@@ -289,7 +238,7 @@ async fn wait_for_registration(broker: &Broker) {
                 .image()
                 .broker(broker.config.node_id)
                 .is_some();
-        if registered {
+        if registered || lifecycle.is_finished() {
             return;
         }
         let remaining = deadline.saturating_duration_since(std::time::Instant::now());

@@ -9,8 +9,11 @@ use std::time::Duration;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use proto_kafka::ResponseError;
+
 use super::{ControllerReply, ControllerRequest, Registration};
 use crate::broker::Broker;
+use crate::error::ApiError;
 
 /// Pause before retrying a failed registration.
 const REGISTRATION_RETRY: Duration = Duration::from_millis(500);
@@ -33,14 +36,15 @@ fn registration(broker: &Broker, incarnation_id: Uuid) -> Registration {
     }
 }
 
-/// Registers and heartbeats until `shutdown`.
-pub async fn run(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+/// Registers and heartbeats until `shutdown`. Returns an error only when the controller
+/// refuses this broker for good (another live broker has its node.id).
+pub async fn run(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) -> Result<(), ApiError> {
     let incarnation_id = Uuid::new_v4();
     let interval = Duration::from_millis(broker.config.broker_heartbeat_interval_ms);
     'register: loop {
         let request = ControllerRequest::RegisterBroker(registration(&broker, incarnation_id));
         let epoch = tokio::select! {
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => return Ok(()),
             reply = broker.call_controller(request) => match reply {
                 Ok(ControllerReply::Registered { broker_epoch }) => broker_epoch,
                 Ok(other) => {
@@ -48,6 +52,7 @@ pub async fn run(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
                     tokio::time::sleep(REGISTRATION_RETRY).await;
                     continue;
                 }
+                Err(error) if error.code == ResponseError::DuplicateBrokerRegistration => return Err(error),
                 Err(error) => {
                     tracing::info!(%error, "broker registration failed; retrying");
                     tokio::time::sleep(REGISTRATION_RETRY).await;
@@ -59,7 +64,7 @@ pub async fn run(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
         tracing::info!(broker = broker.config.node_id, broker_epoch = epoch, %incarnation_id, "registered with the controller");
         loop {
             tokio::select! {
-                _ = shutdown.changed() => return,
+                _ = shutdown.changed() => return Ok(()),
                 _ = tokio::time::sleep(interval) => {}
             }
             let heartbeat = ControllerRequest::Heartbeat {

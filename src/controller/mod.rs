@@ -141,8 +141,41 @@ impl Broker {
     ) -> Result<ControllerReply, ApiError> {
         let deadline = Instant::now() + CONTROLLER_CALL_TIMEOUT;
         let payload = serde_json::to_vec(&request).expect("controller requests serialize");
+        let mut attempt = 0usize;
         loop {
+            attempt += 1;
             let status = self.quorum.status();
+            // A node outside the quorum (a broker-only node before it is added as an
+            // observer) knows no leader: ask the configured voters in turn, which forward.
+            let fallback =
+                (!self.config.voters.is_empty() && status.leader_id.is_none()).then(|| {
+                    let voters: Vec<&String> = self.config.voters.values().collect();
+                    voters[attempt % voters.len()].clone()
+                });
+            if let Some(address) = fallback {
+                match MetadataQuorum::call_application(&address, payload.clone(), FORWARD_TIMEOUT)
+                    .await
+                {
+                    Ok(answer) => match serde_json::from_slice::<ControllerReply>(&answer) {
+                        Ok(ControllerReply::Failed { code, message })
+                            if code == ResponseError::NotController.code() =>
+                        {
+                            tracing::debug!(message, %address, "voter could not reach the controller");
+                        }
+                        Ok(ControllerReply::Failed { code, message }) => {
+                            return Err(api_error(code, message))
+                        }
+                        Ok(reply) => return Ok(reply),
+                        Err(error) => {
+                            return Err(ApiError::new(
+                                ResponseError::UnknownServerError,
+                                format!("undecodable controller answer: {error}"),
+                            ))
+                        }
+                    },
+                    Err(error) => tracing::debug!(%error, %address, "asking a voter failed"),
+                }
+            }
             match status.leader_id {
                 Some(leader) if leader == self.quorum.node_id() => {
                     match self.execute(request.clone()).await {
@@ -336,6 +369,15 @@ impl Broker {
         registration: Registration,
     ) -> Result<(Vec<MetadataRecord>, ControllerReply, AfterWrite), ApiError> {
         let id = registration.broker_id;
+        let voters = self.quorum.status().voters;
+        if registration.observer && voters.contains_key(&(id as u64)) {
+            // A broker-only node with a voter's id would replace that voter's address in
+            // the quorum membership.
+            return Err(ApiError::new(
+                ResponseError::DuplicateBrokerRegistration,
+                format!("node.id {id} belongs to a controller-quorum voter; each node needs its own node.id"),
+            ));
+        }
         if let Some(existing) = image.broker(id) {
             if existing.incarnation_id == registration.incarnation_id {
                 // A retried registration that already committed.
@@ -383,7 +425,7 @@ impl Broker {
             fenced: false,
         }];
         records.extend(decisions::elect_leaderless(image, id));
-        tracing::info!(broker = id, incarnation = %registration.incarnation_id, "registering broker");
+        tracing::debug!(broker = id, incarnation = %registration.incarnation_id, "deciding a broker registration");
         Ok((
             records,
             ControllerReply::Registered { broker_epoch: -1 },
