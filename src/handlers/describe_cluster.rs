@@ -26,7 +26,7 @@ pub async fn handle(
                 request.endpoint_type
             ))));
     }
-    let brokers = broker
+    let mut brokers: Vec<DescribeClusterBroker> = broker
         .live_brokers()
         .into_iter()
         .map(|live| {
@@ -37,6 +37,27 @@ pub async fn handle(
                 .with_rack(live.rack.map(StrBytes::from_string))
         })
         .collect();
+    // v2 (KIP-1073) can also list fenced brokers, marked as such.
+    if context.api_version >= 2 && request.include_fenced_brokers {
+        let image = broker.metadata.image();
+        for registration in image.brokers.values().filter(|b| b.fenced) {
+            if let Some(endpoint) = registration
+                .listeners
+                .iter()
+                .find(|l| l.name == "PLAINTEXT")
+            {
+                brokers.push(
+                    DescribeClusterBroker::default()
+                        .with_broker_id(BrokerId(registration.broker_id))
+                        .with_host(StrBytes::from_string(endpoint.host.clone()))
+                        .with_port(i32::from(endpoint.port))
+                        .with_rack(registration.rack.clone().map(StrBytes::from_string))
+                        .with_is_fenced(true),
+                );
+            }
+        }
+        brokers.sort_by_key(|b| b.broker_id.0);
+    }
     DescribeClusterResponse::default()
         .with_error_code(0)
         .with_error_message(None)

@@ -226,7 +226,7 @@ registry! {
     AlterConfigs => alter_configs::AlterConfigsRequest, 0..=2, lazy;
     CreatePartitions => create_partitions::CreatePartitionsRequest, 0..=3, lazy;
     IncrementalAlterConfigs => incremental_alter_configs::IncrementalAlterConfigsRequest, 0..=1, lazy;
-    DescribeCluster => describe_cluster::DescribeClusterRequest, 0..=1, lazy;
+    DescribeCluster => describe_cluster::DescribeClusterRequest, 0..=2, lazy;
     DeleteRecords => delete_records::DeleteRecordsRequest, 0..=2, lazy;
     DescribeLogDirs => describe_log_dirs::DescribeLogDirsRequest, 1..=4, lazy;
     DescribeQuorum => describe_quorum::DescribeQuorumRequest, 0..=2, lazy;
