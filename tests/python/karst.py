@@ -6,6 +6,9 @@ What lives here:
   directory, and can SIGKILL it, SIGTERM it and start it again on the same directory.
   Every broker is registered with a `BrokerPool`; the pytest fixtures in `conftest.py`
   kill whatever is still running when a test ends, pass or fail.
+* `Cluster` runs several such processes as one cluster (voters and broker-only observers on
+  one metadata quorum) and reads each node's own view: `/v1/cluster` and a raw Metadata v12
+  request (`metadata_v12`), so that "every node answers the same" is checked per node.
 * Client factories (`confluent_producer`, `confluent_consumer`, `confluent_admin`) with the
   settings this broker needs today: no consumer groups (consumers `assign()` explicit offsets,
   never subscribe or commit) and no idempotent producer.
@@ -717,3 +720,269 @@ def raw_produce_v9(connection: RawConnection, correlation_id: int, topic: str, p
     results = parse_produce_response_v9(response.data[response.position:])
     assert len(results) == 1, f"expected one partition response, got {results}"
     return results[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Clusters: several nodes on one metadata quorum
+# ---------------------------------------------------------------------------------------------
+
+# Time a cluster gets from its voters listening to one leader everyone agrees on.
+QUORUM_LEADER_TIMEOUT_S = 30.0
+
+
+def new_cluster_id() -> str:
+    """A Kafka-style cluster id (22 characters of URL-safe base64 of a random UUID), as
+    `karst storage random-uuid` prints; never starting with '-' (it would read as a flag)."""
+    import base64
+    import uuid
+
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
+class Cluster:
+    """Voters (broker + controller) and broker-only nodes of one cluster on free loopback
+    ports, each a `Broker` of `pool` (so the pool's finalizer kills them all).
+
+    `nodes[id]` is the node with `node.id` id; `node.controller_port` its CONTROLLER
+    listener. Every node gets the same `cluster.id` and `controller.quorum.voters`, plus
+    `settings` (and per-node settings given to `add_node`)."""
+
+    def __init__(self, pool: BrokerPool, voter_ids: Iterable[int] = (1, 2, 3),
+                 settings: Optional[dict] = None, cluster_id: Optional[str] = None):
+        self.pool = pool
+        self.cluster_id = cluster_id or new_cluster_id()
+        self.settings = dict(settings or {})
+        self.voter_ids = list(voter_ids)
+        self.controller_ports = {node_id: free_port() for node_id in self.voter_ids}
+        self.nodes: dict[int, Broker] = {}
+        for node_id in self.voter_ids:
+            self.add_node(node_id)
+
+    @property
+    def voters_setting(self) -> str:
+        return ",".join(f"{node_id}@{LOOPBACK}:{port}" for node_id, port in self.controller_ports.items())
+
+    def add_node(self, node_id: int, broker_only: bool = False, name: Optional[str] = None,
+                 settings: Optional[dict] = None) -> Broker:
+        """A node (not started). A voter's controller port is fixed by the quorum; a
+        broker-only node (an observer) gets its own."""
+        controller_port = self.controller_ports[node_id] if not broker_only else free_port()
+        node = self.pool.new(name=name or f"node{node_id}")
+        node.node_id = node_id
+        node.controller_port = controller_port
+        node.settings = {
+            "node.id": node_id,
+            "cluster.id": self.cluster_id,
+            "listeners": f"PLAINTEXT://{LOOPBACK}:{node.port},CONTROLLER://{LOOPBACK}:{controller_port}",
+            "controller.quorum.voters": self.voters_setting,
+            **({"process.roles": "broker"} if broker_only else {}),
+            **self.settings,
+            **(settings or {}),
+        }
+        if name is None:
+            self.nodes[node_id] = node
+        return node
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self, node_ids: Optional[Iterable[int]] = None) -> "Cluster":
+        """Starts the nodes (all voters by default) together and waits until each serves
+        Kafka (a node's Kafka port opens once it is registered, so this needs a quorum)."""
+        started = [self.nodes[node_id].start(wait=False) for node_id in (node_ids or self.voter_ids)]
+        for node in started:
+            node.wait_ready()
+        return self
+
+    def kill_all(self) -> None:
+        for node in self.nodes.values():
+            node.kill()
+
+    @property
+    def alive_nodes(self) -> list[Broker]:
+        return [node for node in self.nodes.values() if node.alive]
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(node.bootstrap for node in self.alive_nodes)
+
+    # -- the quorum as each node sees it (admin listener, /v1/cluster) -----------------------
+
+    @staticmethod
+    def view(node: Broker, timeout_s: float = 5.0) -> Optional[dict]:
+        """`GET /v1/cluster` of one node, or None if it does not answer."""
+        import json
+
+        try:
+            status, body = node.http_get("/v1/cluster", timeout_s=timeout_s)
+        except OSError:
+            return None
+        return json.loads(body) if status == 200 else None
+
+    def agreed_leader(self, nodes: Optional[Iterable[Broker]] = None) -> Optional[int]:
+        """The quorum leader if every given (default: live) node names the same one."""
+        views = [self.view(node) for node in (nodes or self.alive_nodes)]
+        leaders = {view["quorum"]["leader_id"] if view else None for view in views}
+        if len(leaders) == 1 and None not in leaders:
+            return leaders.pop()
+        return None
+
+    def wait_for_leader(self, nodes: Optional[Iterable[Broker]] = None,
+                        timeout_s: float = QUORUM_LEADER_TIMEOUT_S, exclude: Iterable[int] = ()) -> int:
+        nodes = list(nodes or self.alive_nodes)
+        excluded = set(exclude)
+        return wait_until(
+            lambda: (leader := self.agreed_leader(nodes)) is not None and leader not in excluded and leader,
+            timeout_s=timeout_s, interval_s=0.02, what="one quorum leader all nodes agree on")
+
+    def wait_caught_up(self, node: Broker, timeout_s: float = 20.0) -> dict:
+        """Waits until `node` has applied everything the leader has committed (checked
+        against the leader's view taken after the node's); returns the node's view."""
+        def caught_up():
+            leader_id = self.agreed_leader()
+            if leader_id is None:
+                return None
+            leader_view = self.view(self.nodes[leader_id])
+            view = self.view(node)
+            if not leader_view or not view:
+                return None
+            target = leader_view["quorum"]["committed_index"]
+            return view if view["quorum"]["applied_index"] >= target else None
+
+        return wait_until(caught_up, timeout_s=timeout_s, interval_s=0.05,
+                          what=f"node {node.node_id} applying up to the leader's commit index")
+
+    # -- Metadata as each node answers it ---------------------------------------------------
+
+    def metadata(self, node: Broker) -> "ClusterMetadata":
+        with RawConnection(node) as connection:
+            return metadata_v12(connection)
+
+    def metadata_views(self, nodes: Optional[Iterable[Broker]] = None) -> dict[int, "ClusterMetadata"]:
+        return {node.node_id: self.metadata(node) for node in (nodes or self.alive_nodes)}
+
+    def wait_identical_metadata(self, nodes: Optional[Iterable[Broker]] = None, timeout_s: float = 10.0,
+                                predicate=lambda metadata: True, interval_s: float = 0.05) -> "ClusterMetadata":
+        """Waits until every given node answers the same Metadata (all topics) and that
+        answer satisfies `predicate`; returns it."""
+        nodes = list(nodes or self.alive_nodes)
+
+        def identical():
+            views = self.metadata_views(nodes)
+            distinct = set(views.values())
+            if len(distinct) == 1:
+                (only,) = distinct
+                if predicate(only):
+                    return only
+            return None
+
+        try:
+            return wait_until(identical, timeout_s=timeout_s, interval_s=interval_s,
+                              what="identical Metadata from every node")
+        except AssertionError as error:
+            views = self.metadata_views(nodes)
+            raise AssertionError(f"{error}\n" + "\n".join(
+                f"node {node_id}: {view.summary()}" for node_id, view in views.items())) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Raw Metadata v12: exactly what one node answers (a client library would mix nodes)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PartitionMetadata:
+    error_code: int
+    partition: int
+    leader: int
+    leader_epoch: int
+    replicas: tuple[int, ...]
+    isr: tuple[int, ...]
+    offline_replicas: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TopicMetadata:
+    error_code: int
+    name: str
+    topic_id: bytes
+    is_internal: bool
+    partitions: tuple[PartitionMetadata, ...]  # sorted by partition
+
+
+@dataclass(frozen=True)
+class ClusterMetadata:
+    """One node's Metadata answer for all topics, minus what legitimately differs between
+    nodes (KIP-590: each node names itself as the controller). Hashable, for comparison."""
+
+    brokers: tuple[tuple[int, str, int, Optional[str]], ...]  # (id, host, port, rack), sorted
+    cluster_id: Optional[str]
+    topics: tuple[TopicMetadata, ...]  # sorted by name
+
+    def topic(self, name: str) -> Optional[TopicMetadata]:
+        return next((topic for topic in self.topics if topic.name == name), None)
+
+    def summary(self) -> str:
+        return (f"brokers={[b[0] for b in self.brokers]} topics="
+                f"{[(t.name, len(t.partitions)) for t in self.topics][:20]}"
+                f"{' ...' if len(self.topics) > 20 else ''}")
+
+
+def metadata_request_v12(correlation_id: int, topics: Optional[list[str]] = None) -> bytes:
+    """Metadata v12 (flexible): `topics` None asks for all topics."""
+    if topics is None:
+        topic_array = unsigned_varint(0)  # null: all topics
+    else:
+        # v10+: each entry is (topic_id uuid, name); a zero uuid means "by name".
+        topic_array = compact_array([bytes(16) + compact_string(name) + NO_TAGGED_FIELDS for name in topics])
+    body = topic_array + b"\x00" + b"\x00" + NO_TAGGED_FIELDS  # no auto-create, no authorized ops
+    return frame(request_header_v2(API_METADATA, 12, correlation_id) + body)
+
+
+def parse_metadata_response_v12(body: bytes) -> ClusterMetadata:
+    reader = Reader(body)
+    reader.unpack(">i")  # throttle_time_ms
+    brokers = []
+    for _ in range(reader.compact_array_length()):
+        node_id = reader.unpack(">i")
+        host = reader.compact_string()
+        port = reader.unpack(">i")
+        rack = reader.compact_string()
+        reader.skip_tagged_fields()
+        brokers.append((node_id, host, port, rack))
+    cluster_id = reader.compact_string()
+    reader.unpack(">i")  # controller_id: each node reports itself (KIP-590)
+
+    def int32_array() -> tuple[int, ...]:
+        return tuple(reader.unpack(">i") for _ in range(reader.compact_array_length()))
+
+    topics = []
+    for _ in range(reader.compact_array_length()):
+        error_code = reader.unpack(">h")
+        name = reader.compact_string()
+        topic_id = reader.take(16)
+        is_internal = bool(reader.unpack(">b"))
+        partitions = []
+        for _ in range(reader.compact_array_length()):
+            partition_error, index, leader, leader_epoch = reader.unpack(">hiii")
+            replicas, isr, offline = int32_array(), int32_array(), int32_array()
+            reader.skip_tagged_fields()
+            partitions.append(PartitionMetadata(partition_error, index, leader, leader_epoch,
+                                                replicas, isr, offline))
+        reader.unpack(">i")  # topic_authorized_operations
+        reader.skip_tagged_fields()
+        topics.append(TopicMetadata(error_code, name, topic_id, is_internal,
+                                    tuple(sorted(partitions, key=lambda p: p.partition))))
+    reader.skip_tagged_fields()
+    return ClusterMetadata(tuple(sorted(brokers)), cluster_id, tuple(sorted(topics, key=lambda t: t.name)))
+
+
+def metadata_v12(connection: RawConnection, topics: Optional[list[str]] = None,
+                 correlation_id: int = 1) -> ClusterMetadata:
+    response = Reader(connection.request(metadata_request_v12(correlation_id, topics)))
+    got_correlation_id = response.unpack(">i")
+    assert got_correlation_id == correlation_id, f"correlation id {got_correlation_id} != {correlation_id}"
+    response.skip_tagged_fields()  # response header v1
+    return parse_metadata_response_v12(response.data[response.position:])
