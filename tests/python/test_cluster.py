@@ -65,7 +65,7 @@ def report(capsys, message: str) -> None:
         print(f"\n    [measured] {message}")
 
 
-def describe_quorum(cluster: Cluster, node) -> dict:
+def describe_quorum(node) -> dict:
     """DescribeQuorum through `node`'s Kafka listener (`karst cluster quorum`)."""
     result = subprocess.run(
         die_with_parent([str(node.binary), "cluster", "quorum", "--format", "json",
@@ -163,7 +163,7 @@ def test_three_voters_elect_one_leader_and_every_node_answers_the_same_metadata(
     leader = cluster.wait_for_leader()
 
     # DescribeQuorum asked through each node (the others forward to the leader) tells the same story.
-    described = [describe_quorum(cluster, node) for node in cluster.nodes.values()]
+    described = [describe_quorum(node) for node in cluster.nodes.values()]
     for answer in described:
         assert answer["leader_id"] == leader, answer
         assert answer["observers"] == [], answer
@@ -408,7 +408,7 @@ def test_a_broker_only_node_joins_as_an_observer_and_hosts_partitions(brokers):
 
     # It follows the metadata log but does not vote.
     def observed():
-        answer = describe_quorum(cluster, cluster.nodes[1])
+        answer = describe_quorum(cluster.nodes[1])
         return answer if [o["node_id"] for o in answer["observers"]] == [4] else None
 
     described = wait_until(observed, timeout_s=10, what="node 4 among DescribeQuorum's observers")
@@ -432,7 +432,8 @@ def test_a_broker_only_node_joins_as_an_observer_and_hosts_partitions(brokers):
     # Data on its partition, produced and consumed through broker 4.
     sent = produce_round_robin(fourth, "on-four", 4, 2000)
     assert consume_values(fourth, "on-four", sent) == sent
-    statuses, body = fourth.http_get("/v1/partitions")
+    status, body = fourth.http_get("/v1/partitions")
+    assert status == 200, body
     hosted = [(p["topic"], p["partition"], p["log_end_offset"]) for p in json.loads(body)["partitions"]]
     assert ("on-four", 0, 500) in hosted, hosted
 
