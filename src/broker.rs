@@ -20,6 +20,8 @@ pub struct Broker {
     pub controller: ControllerState,
     /// This broker's epoch from its registration; -1 until registered.
     pub broker_epoch: AtomicI64,
+    /// `directory.id` of the data directory (`meta.properties`).
+    pub directory_id: Option<String>,
 }
 
 pub type SharedBroker = Arc<Broker>;

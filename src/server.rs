@@ -66,9 +66,9 @@ async fn serve(config: BrokerConfig, source: String) -> anyhow::Result<()> {
     let dir = config.log_dir.clone();
     // The no-argument single node formats itself; a directory of another cluster or node
     // id is refused.
-    let cluster_id =
-        crate::meta_properties::load_or_format(&dir, config.cluster_id.as_deref(), config.node_id)?
-            .cluster_id;
+    let identity =
+        crate::meta_properties::load_or_format(&dir, config.cluster_id.as_deref(), config.node_id)?;
+    let cluster_id = identity.cluster_id.clone();
     let default_log_config = LogConfig::default();
     let options = LogManagerOptions {
         dir: dir.clone(),
@@ -100,6 +100,7 @@ async fn serve(config: BrokerConfig, source: String) -> anyhow::Result<()> {
         replicas,
         controller: Default::default(),
         broker_epoch: std::sync::atomic::AtomicI64::new(-1),
+        directory_id: identity.directory_id.clone(),
     });
     quorum.set_application_handler(Arc::new(crate::controller::ForwardedRequests(
         Arc::downgrade(&broker),

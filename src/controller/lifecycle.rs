@@ -33,6 +33,7 @@ fn registration(broker: &Broker, incarnation_id: Uuid) -> Registration {
         rack: config.rack.clone(),
         controller_address: config.controller_advertised.clone(),
         observer: !config.roles_controller,
+        directory_id: broker.directory_id.clone(),
     }
 }
 

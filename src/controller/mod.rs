@@ -84,6 +84,9 @@ pub struct Registration {
     pub controller_address: Option<String>,
     /// True for broker-only nodes: the controller adds them to the quorum as observers.
     pub observer: bool,
+    /// The `directory.id` of the broker's data directory (stable across restarts).
+    #[serde(default)]
+    pub directory_id: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -117,6 +120,8 @@ pub struct ControllerState {
     last_heartbeat: Mutex<HashMap<i32, Instant>>,
     /// The term this node last started leading in (0: not leading).
     leading_term: Mutex<u64>,
+    /// Data directory id each broker registered with, to tell a restart from a duplicate.
+    directories: Mutex<HashMap<i32, String>>,
 }
 
 /// Not-the-leader, as an internal signal to forward.
@@ -389,6 +394,47 @@ impl Broker {
                     AfterWrite::Nothing,
                 ));
             }
+            // Another process holds this id and is still heartbeating. The same node
+            // restarting (a SIGKILL leaves its old session open) comes back with the same
+            // data directory id and replaces its registration; a different directory is a
+            // second node with the same node.id, refused as KRaft does.
+            let session = Duration::from_millis(self.config.broker_session_timeout_ms);
+            let alive = !existing.fenced
+                && self
+                    .controller
+                    .last_heartbeat
+                    .lock()
+                    .expect("heartbeats lock poisoned")
+                    .get(&id)
+                    .is_some_and(|at| at.elapsed() < session);
+            let known_directory = self
+                .controller
+                .directories
+                .lock()
+                .expect("directories lock poisoned")
+                .get(&id)
+                .cloned();
+            let same_directory = match (&known_directory, &registration.directory_id) {
+                (Some(known), Some(claimed)) => known == claimed,
+                // Nothing to compare (a new controller, or an old data dir): accept.
+                _ => true,
+            };
+            if alive && !same_directory {
+                return Err(ApiError::new(
+                    ResponseError::DuplicateBrokerRegistration,
+                    format!(
+                        "node.id {id} is already registered by a live broker with another data directory (incarnation {}); each node needs its own node.id",
+                        existing.incarnation_id
+                    ),
+                ));
+            }
+        }
+        if let Some(directory) = &registration.directory_id {
+            self.controller
+                .directories
+                .lock()
+                .expect("directories lock poisoned")
+                .insert(id, directory.clone());
         }
         if registration.observer {
             if let Some(address) = &registration.controller_address {

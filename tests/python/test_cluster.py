@@ -471,11 +471,6 @@ def test_a_broker_only_node_reusing_a_voters_id_is_refused(brokers):
     assert [voter["id"] for voter in Cluster.view(cluster.nodes[1])["quorum"]["voters"]] == [1, 2, 3]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "broker bug: Controller::decide_registration (src/controller/mod.rs) accepts a registration "
-    "from another incarnation while the registered broker with that id is alive; the two nodes "
-    "then displace each other every heartbeat (re-registering forever) instead of the second "
-    "one being refused with DUPLICATE_BROKER_REGISTRATION"))
 def test_a_broker_only_node_reusing_a_live_broker_only_nodes_id_is_refused(brokers):
     cluster = Cluster(brokers, settings=FAST_LIFECYCLE).start()
     cluster.wait_for_leader()
