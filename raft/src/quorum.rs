@@ -221,7 +221,12 @@ impl MetadataQuorum {
             .map_err(|error| QuorumError::Raft(error.to_string()))?;
         let (server_stop, stop) = watch::channel(false);
         let application: server::HandlerSlot = Arc::default();
-        let server = tokio::spawn(server::serve(listener, raft.clone(), Arc::clone(&application), stop));
+        let server = tokio::spawn(server::serve(
+            listener,
+            raft.clone(),
+            Arc::clone(&application),
+            stop,
+        ));
         tracing::info!(node_id = options.node_id, %local_address, "metadata quorum member started");
         Ok(MetadataQuorum {
             node_id: options.node_id,
@@ -393,21 +398,37 @@ impl MetadataQuorum {
         let exchange = async {
             let mut stream = tokio::net::TcpStream::connect(address).await?;
             stream.set_nodelay(true)?;
-            let payload = crate::codec::encode(&crate::network::messages::Request::Application(request))?;
+            let payload =
+                crate::codec::encode(&crate::network::messages::Request::Application(request))?;
             crate::network::frame::write_frame(&mut stream, &payload).await?;
             let frame = crate::network::frame::read_frame(&mut stream)
                 .await?
-                .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "controller closed the connection"))?;
+                .ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "controller closed the connection",
+                    )
+                })?;
             match crate::codec::decode::<crate::network::messages::Response>(&frame)? {
                 crate::network::messages::Response::Application(answer) => Ok(answer),
-                crate::network::messages::Response::Refused(reason) => Err(io::Error::other(reason)),
-                other => Err(io::Error::new(io::ErrorKind::InvalidData, format!("unexpected answer {other:?}"))),
+                crate::network::messages::Response::Refused(reason) => {
+                    Err(io::Error::other(reason))
+                }
+                other => Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("unexpected answer {other:?}"),
+                )),
             }
         };
         match tokio::time::timeout(timeout, exchange).await {
             Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(error)) => Err(QuorumError::Raft(format!("call to controller {address}: {error}"))),
-            Err(_) => Err(QuorumError::Timeout(timeout, format!("controller {address}"))),
+            Ok(Err(error)) => Err(QuorumError::Raft(format!(
+                "call to controller {address}: {error}"
+            ))),
+            Err(_) => Err(QuorumError::Timeout(
+                timeout,
+                format!("controller {address}"),
+            )),
         }
     }
 
