@@ -64,7 +64,10 @@ def free_port() -> int:
 
 
 def port_is_free(port: int, host: str = LOOPBACK) -> bool:
+    """True when a listener could bind `port` now. SO_REUSEADDR as the broker sets it (tokio
+    does): connections of an earlier test lingering in TIME_WAIT do not make a port busy."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:
