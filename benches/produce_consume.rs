@@ -130,6 +130,20 @@ fn produce(bootstrap: &str, topic: &str, records: usize, pace: Option<f64>) -> F
         .create_with_context(Context(Arc::clone(&deliveries)))
         .expect("producer");
     let payload = [b'k'; RECORD_BYTES];
+    // Warm up: the first send creates the topic and fetches metadata; keep that out of the
+    // measured latencies.
+    for partition in 0..PARTITIONS {
+        let record =
+            BaseRecord::<[u8], [u8], Box<Instant>>::with_opaque_to(topic, Box::new(Instant::now()))
+                .payload(&payload[..])
+                .partition(partition);
+        producer
+            .send(record)
+            .map_err(|(error, _)| error)
+            .expect("warm-up send");
+    }
+    producer.flush(PHASE_LIMIT).expect("warm-up flush");
+    deliveries.latencies_us.lock().unwrap().clear();
     let started = Instant::now();
     for index in 0..records {
         if let Some(rate) = pace {
@@ -284,7 +298,7 @@ fn main() {
         let broker = Broker::start(&data, settings);
         let topic = format!("bench-{index}");
         let produced = produce(&broker.bootstrap, &topic, records, None);
-        let consumed = consume(&broker.bootstrap, &topic, records);
+        let consumed = consume(&broker.bootstrap, &topic, records + PARTITIONS as usize);
         println!(
             "| {name} | {:.0} | {:.1} | {:.2} | {:.2} | {:.0} | {:.1} | {:.0} |",
             produced.records_per_second,
