@@ -150,90 +150,33 @@ impl Broker {
         loop {
             attempt += 1;
             let status = self.quorum.status();
-            // A node outside the quorum (a broker-only node before it is added as an
-            // observer) knows no leader: ask the configured voters in turn, which forward.
-            let fallback =
-                (!self.config.voters.is_empty() && status.leader_id.is_none()).then(|| {
+            let here = self.quorum.node_id();
+            let target = match status.leader_id {
+                Some(leader) if leader == here => match self.execute(request.clone()).await {
+                    Attempt::Done(Ok(ControllerReply::Failed { code, message })) => {
+                        return Err(api_error(code, message));
+                    }
+                    Attempt::Done(result) => return result,
+                    Attempt::NotLeader => None,
+                },
+                Some(leader) => status
+                    .voters
+                    .get(&leader)
+                    .or_else(|| status.observers.get(&leader))
+                    .cloned(),
+                // A node outside the quorum (a broker-only node before it is added as an
+                // observer) knows no leader: ask the configured voters in turn; they pass
+                // the request on to the leader.
+                None if !self.config.voters.is_empty() => {
                     let voters: Vec<&String> = self.config.voters.values().collect();
-                    voters[attempt % voters.len()].clone()
-                });
-            if let Some(address) = fallback {
-                match MetadataQuorum::call_application(&address, payload.clone(), FORWARD_TIMEOUT)
-                    .await
-                {
-                    Ok(answer) => match serde_json::from_slice::<ControllerReply>(&answer) {
-                        Ok(ControllerReply::Failed { code, message })
-                            if code == ResponseError::NotController.code() =>
-                        {
-                            tracing::debug!(message, %address, "voter could not reach the controller");
-                        }
-                        Ok(ControllerReply::Failed { code, message }) => {
-                            return Err(api_error(code, message))
-                        }
-                        Ok(reply) => return Ok(reply),
-                        Err(error) => {
-                            return Err(ApiError::new(
-                                ResponseError::UnknownServerError,
-                                format!("undecodable controller answer: {error}"),
-                            ))
-                        }
-                    },
-                    Err(error) => tracing::debug!(%error, %address, "asking a voter failed"),
+                    Some(voters[attempt % voters.len()].clone())
                 }
-            }
-            match status.leader_id {
-                Some(leader) if leader == self.quorum.node_id() => {
-                    match self.execute(request.clone()).await {
-                        Attempt::Done(Ok(ControllerReply::Failed { code, message })) => {
-                            return Err(api_error(code, message));
-                        }
-                        Attempt::Done(result) => return result,
-                        Attempt::NotLeader => {}
-                    }
+                None => None,
+            };
+            if let Some(address) = target {
+                if let Some(answer) = forward(&address, &payload).await {
+                    return answer;
                 }
-                Some(leader) => {
-                    let address = status
-                        .voters
-                        .get(&leader)
-                        .or_else(|| status.observers.get(&leader))
-                        .cloned();
-                    if let Some(address) = address {
-                        match MetadataQuorum::call_application(
-                            &address,
-                            payload.clone(),
-                            FORWARD_TIMEOUT,
-                        )
-                        .await
-                        {
-                            Ok(answer) => {
-                                match serde_json::from_slice::<ControllerReply>(&answer) {
-                                    Ok(ControllerReply::Failed { code, message })
-                                        if code == ResponseError::NotController.code() =>
-                                    {
-                                        tracing::debug!(
-                                            message,
-                                            "forwarded to a node that no longer leads"
-                                        );
-                                    }
-                                    Ok(ControllerReply::Failed { code, message }) => {
-                                        return Err(api_error(code, message))
-                                    }
-                                    Ok(reply) => return Ok(reply),
-                                    Err(error) => {
-                                        return Err(ApiError::new(
-                                            ResponseError::UnknownServerError,
-                                            format!("undecodable controller answer: {error}"),
-                                        ))
-                                    }
-                                }
-                            }
-                            Err(error) => {
-                                tracing::debug!(%error, leader, "forwarding to the controller failed")
-                            }
-                        }
-                    }
-                }
-                None => {}
             }
             if Instant::now() >= deadline {
                 return Err(ApiError::new(
@@ -709,6 +652,37 @@ impl Broker {
             validate_only,
         })
         .map(drop)
+    }
+}
+
+/// Sends a serialized request to the controller listener at `address`. `None` means "try
+/// again": the node was unreachable or is not (any longer) the controller.
+async fn forward(address: &str, payload: &[u8]) -> Option<Result<ControllerReply, ApiError>> {
+    let answer =
+        match MetadataQuorum::call_application(address, payload.to_vec(), FORWARD_TIMEOUT).await {
+            Ok(answer) => answer,
+            Err(error) => {
+                tracing::debug!(%error, address, "forwarding to the controller failed");
+                return None;
+            }
+        };
+    match serde_json::from_slice::<ControllerReply>(&answer) {
+        Ok(ControllerReply::Failed { code, message })
+            if code == ResponseError::NotController.code() =>
+        {
+            tracing::debug!(
+                message,
+                address,
+                "that node could not act as or reach the controller"
+            );
+            None
+        }
+        Ok(ControllerReply::Failed { code, message }) => Some(Err(api_error(code, message))),
+        Ok(reply) => Some(Ok(reply)),
+        Err(error) => Some(Err(ApiError::new(
+            ResponseError::UnknownServerError,
+            format!("undecodable controller answer: {error}"),
+        ))),
     }
 }
 

@@ -99,19 +99,12 @@ pub fn encode_response<T: Encodable>(
     buffer.freeze()
 }
 
-/// Decodes `body` as `R`, runs `handler`, and encodes what it answers.
-fn serve<R, F>(
-    broker: &SharedBroker,
+/// Decodes a request body of the header's version, with the context handlers see.
+fn decode<R: Decodable>(
     api: ApiKey,
     header: &RequestHeader,
     mut body: Bytes,
-    handler: F,
-) -> Result<PendingFrame, DispatchError>
-where
-    R: Request + Decodable,
-    R::Response: Encodable + Send + 'static,
-    F: FnOnce(SharedBroker, RequestContext, R) -> Reply<R::Response>,
-{
+) -> Result<(R, RequestContext), DispatchError> {
     let version = header.request_api_version;
     let request = R::decode(&mut body, version).map_err(|source| DispatchError::Malformed {
         api,
@@ -123,6 +116,24 @@ where
         correlation_id: header.correlation_id,
         client_id: header.client_id.as_ref().map(|c| c.to_string()),
     };
+    Ok((request, context))
+}
+
+/// Decodes `body` as `R`, runs `handler`, and encodes what it answers.
+fn serve<R, F>(
+    broker: &SharedBroker,
+    api: ApiKey,
+    header: &RequestHeader,
+    body: Bytes,
+    handler: F,
+) -> Result<PendingFrame, DispatchError>
+where
+    R: Request + Decodable,
+    R::Response: Encodable + Send + 'static,
+    F: FnOnce(SharedBroker, RequestContext, R) -> Reply<R::Response>,
+{
+    let (request, context) = decode::<R>(api, header, body)?;
+    let version = context.api_version;
     let reply = handler(SharedBroker::clone(broker), context, request);
     let correlation_id = header.correlation_id;
     Ok(Box::pin(async move {
@@ -142,23 +153,13 @@ fn serve_raw<R>(
     broker: &SharedBroker,
     api: ApiKey,
     header: &RequestHeader,
-    mut body: Bytes,
+    body: Bytes,
     handler: fn(SharedBroker, RequestContext, R) -> PendingFrame,
 ) -> Result<PendingFrame, DispatchError>
 where
     R: Request + Decodable,
 {
-    let version = header.request_api_version;
-    let request = R::decode(&mut body, version).map_err(|source| DispatchError::Malformed {
-        api,
-        version,
-        source,
-    })?;
-    let context = RequestContext {
-        api_version: version,
-        correlation_id: header.correlation_id,
-        client_id: header.client_id.as_ref().map(|c| c.to_string()),
-    };
+    let (request, context) = decode::<R>(api, header, body)?;
     Ok(handler(SharedBroker::clone(broker), context, request))
 }
 

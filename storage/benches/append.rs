@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use karst_storage::batch::write_varint;
 use karst_storage::io::{select_backend, BackendChoice};
 use karst_storage::{
     validate_produced, LeaderEpoch, LogConfig, LogManager, LogManagerOptions, TopicPartition,
@@ -27,19 +28,6 @@ const GROUP_SIZES: &[(usize, &str)] = &[
 /// Bytes written per measurement: enough syncs to average out, bounded in time.
 fn total_bytes(group_bytes: usize) -> usize {
     (group_bytes * 1024).clamp(16 << 20, 256 << 20)
-}
-
-fn write_varint(out: &mut Vec<u8>, value: i64) {
-    let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
-    loop {
-        let byte = (zigzag & 0x7f) as u8;
-        zigzag >>= 7;
-        if zigzag == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
 }
 
 /// One uncompressed batch of about `size` bytes holding a single record.

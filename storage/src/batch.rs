@@ -272,6 +272,20 @@ pub fn validate_produced(
     Ok(batches)
 }
 
+/// Appends `value` as a zig-zag varint (the record fields' encoding).
+pub fn write_varint(out: &mut Vec<u8>, value: i64) {
+    let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
+    loop {
+        let byte = (zigzag & 0x7f) as u8;
+        zigzag >>= 7;
+        if zigzag == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
 /// Reads a zig-zag varint; returns the value and bytes used.
 pub(crate) fn read_varint(bytes: &[u8]) -> Option<(i64, usize)> {
     let mut value: u64 = 0;
@@ -325,19 +339,6 @@ fn check_uncompressed_records(mut body: &[u8], records_count: i32) -> Result<(),
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-
-    fn write_varint(out: &mut Vec<u8>, value: i64) {
-        let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
-        loop {
-            let byte = (zigzag & 0x7f) as u8;
-            zigzag >>= 7;
-            if zigzag == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
-    }
 
     /// Builds an uncompressed batch of `values` with timestamps `base_timestamp + index`.
     pub(crate) fn batch_of(values: &[&[u8]], base_timestamp: i64) -> Vec<u8> {

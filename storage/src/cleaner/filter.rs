@@ -24,6 +24,7 @@ use bytes::{Buf, BufMut, Bytes};
 use proto_kafka::compression::{self, Compressor, Decompressor};
 use proto_kafka::protocol::buf::ByteBuf;
 
+use crate::batch::write_varint;
 use crate::batch::{
     read_varint, BatchHeader, ATTRIBUTES_OFFSET, BASE_TIMESTAMP_OFFSET, BATCH_HEADER_BYTES,
     COMPRESSION_MASK, CRC_OFFSET, DELETE_HORIZON_BIT, LENGTH_OFFSET, LOG_OVERHEAD_BYTES,
@@ -198,19 +199,6 @@ fn compress(codec: i16, raw: &[u8]) -> Result<Vec<u8>, String> {
         other => return Err(format!("unknown compression codec {other}")),
     }
     Ok(out)
-}
-
-fn write_varint(out: &mut Vec<u8>, value: i64) {
-    let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
-    loop {
-        let byte = (zigzag & 0x7f) as u8;
-        zigzag >>= 7;
-        if zigzag == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
 }
 
 /// Fills in length and CRC of a batch whose other fields are written.

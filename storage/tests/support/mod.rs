@@ -9,25 +9,13 @@ use std::sync::mpsc;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use karst_storage::batch::write_varint;
 use karst_storage::batch::BatchHeader;
 use karst_storage::io::{select_backend, BackendChoice};
 use karst_storage::{
     validate_produced, AppendInfo, IoBackend, LeaderEpoch, Log, LogConfig, LogError, LogManager,
     LogManagerOptions, Offset, PortableBackend,
 };
-
-fn write_varint(out: &mut Vec<u8>, value: i64) {
-    let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
-    loop {
-        let byte = (zigzag & 0x7f) as u8;
-        zigzag >>= 7;
-        if zigzag == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
 
 /// An uncompressed batch of `count` records of `value_bytes` bytes, timestamps from `timestamp`.
 pub fn batch(count: usize, value_bytes: usize, timestamp: i64) -> Bytes {
