@@ -58,12 +58,21 @@ impl Segment {
             .create_new(true)
             .open(&path)
             .map_err(LogError::io("create segment", &path))?;
-        Ok(Segment {
-            file: Arc::new(SegmentFile {
+        Ok(Segment::empty(
+            SegmentFile {
                 base_offset,
                 file,
                 path,
-            }),
+            },
+            now_ms,
+        ))
+    }
+
+    /// Bookkeeping for a newly created, empty segment file.
+    pub fn empty(file: SegmentFile, now_ms: i64) -> Segment {
+        let base_offset = file.base_offset;
+        Segment {
+            file: Arc::new(file),
             size_bytes: 0,
             visible_bytes: 0,
             next_offset: base_offset,
@@ -73,7 +82,7 @@ impl Segment {
             max_timestamp_batch: base_offset,
             created_ms: now_ms,
             verified_bytes: 0,
-        })
+        }
     }
 
     pub fn base_offset(&self) -> Offset {

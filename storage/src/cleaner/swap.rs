@@ -24,7 +24,6 @@ use std::sync::Arc;
 
 use crate::batch::{BatchHeader, BATCH_HEADER_BYTES};
 use crate::error::LogError;
-use crate::index::SegmentIndex;
 use crate::io::sync_directory;
 use crate::segment::{segment_path, Segment, SegmentFile};
 use crate::types::{Offset, TopicPartition};
@@ -86,22 +85,14 @@ impl CleanedSegmentWriter {
             .create_new(true)
             .open(&path)
             .map_err(LogError::io("create cleaned segment", &path))?;
-        let segment = Segment {
-            file: Arc::new(SegmentFile {
+        let segment = Segment::empty(
+            SegmentFile {
                 base_offset,
                 file,
                 path,
-            }),
-            size_bytes: 0,
-            visible_bytes: 0,
-            next_offset: base_offset,
-            index: SegmentIndex::default(),
-            bytes_since_index_entry: 0,
-            max_timestamp: -1,
-            max_timestamp_batch: base_offset,
-            created_ms: now_ms,
-            verified_bytes: 0,
-        };
+            },
+            now_ms,
+        );
         Ok(CleanedSegmentWriter {
             dir: dir.to_owned(),
             segment,
