@@ -14,7 +14,7 @@ use proto_kafka::protocol::{StrBytes, VersionRange};
 use proto_kafka::ResponseError;
 
 use super::records::{decode_fetched, ConsumerRecord};
-use super::{is_leadership_error, Client, ClientError, KafkaError, LEADER_RETRIES_MAX};
+use super::{is_leadership_error, Client, ClientError, KafkaError};
 
 /// The most bytes one fetch response may carry: Kafka's consumer default `fetch.max.bytes`
 /// (50 MiB). It stays well under [`super::connection::RESPONSE_BYTES_MAX`].
@@ -227,17 +227,12 @@ impl Client {
         let mut attempt = 0;
         loop {
             let outcome = self.list_offsets_once(topic, partitions, spec).await;
-            let retriable = match &outcome {
-                Err(ClientError::Kafka(error)) => is_leadership_error(error.code),
-                Err(ClientError::NoLeader { .. }) => true,
-                _ => false,
-            };
-            if !retriable || attempt >= LEADER_RETRIES_MAX {
+            if !self
+                .retry_after_leadership_failure(topic, &outcome, &mut attempt)
+                .await
+            {
                 return outcome;
             }
-            self.invalidate_topic(topic);
-            Client::leader_retry_backoff(attempt).await;
-            attempt += 1;
         }
     }
 

@@ -214,6 +214,29 @@ impl Client {
         let backoff_ms = LEADER_RETRY_BACKOFF_MS << attempt.min(10);
         tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
     }
+
+    /// After one attempt at a partition-leader request on `topic`: when `outcome` is a
+    /// leadership failure with retries left, forgets the topic's metadata, waits, counts the
+    /// attempt and returns true (try again); otherwise false (answer with `outcome`).
+    pub(crate) async fn retry_after_leadership_failure<T>(
+        &mut self,
+        topic: &str,
+        outcome: &Result<T, ClientError>,
+        attempt: &mut u32,
+    ) -> bool {
+        let retriable = match outcome {
+            Err(ClientError::Kafka(error)) => is_leadership_error(error.code),
+            Err(ClientError::NoLeader { .. }) => true,
+            _ => false,
+        };
+        if !retriable || *attempt >= LEADER_RETRIES_MAX {
+            return false;
+        }
+        self.invalidate_topic(topic);
+        Client::leader_retry_backoff(*attempt).await;
+        *attempt += 1;
+        true
+    }
 }
 
 /// Whether `code` means "ask again after refreshing metadata": the request was not acted on.

@@ -12,7 +12,7 @@ use proto_kafka::protocol::{StrBytes, VersionRange};
 use proto_kafka::records::Compression;
 
 use super::records::{encode_batch, ProducerRecord};
-use super::{is_leadership_error, Client, ClientError, KafkaError, LEADER_RETRIES_MAX};
+use super::{Client, ClientError, KafkaError};
 
 /// How long the leader may wait for replication (`acks=all`) before answering
 /// `REQUEST_TIMED_OUT`; Kafka's producer default `request.timeout.ms` is 30 s too.
@@ -87,17 +87,12 @@ impl Client {
             let outcome = self
                 .produce_once(topic, partition, batch.clone(), options)
                 .await;
-            let retriable = match &outcome {
-                Err(ClientError::Kafka(error)) => is_leadership_error(error.code),
-                Err(ClientError::NoLeader { .. }) => true,
-                _ => false,
-            };
-            if !retriable || attempt >= LEADER_RETRIES_MAX {
+            if !self
+                .retry_after_leadership_failure(topic, &outcome, &mut attempt)
+                .await
+            {
                 return outcome;
             }
-            self.invalidate_topic(topic);
-            Client::leader_retry_backoff(attempt).await;
-            attempt += 1;
         }
     }
 
