@@ -16,8 +16,8 @@ pub async fn handle(
     context: RequestContext,
     request: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
-    // v1 lets a client ask for controller endpoints; Karst serves no separate controller
-    // listener, and answers as a Kafka broker does.
+    // v1 lets a client ask for controller endpoints; the CONTROLLER listener speaks Raft,
+    // not the Kafka protocol, so this endpoint answers as a Kafka broker does.
     if context.api_version >= 1 && request.endpoint_type != ENDPOINT_TYPE_BROKER {
         return DescribeClusterResponse::default()
             .with_error_code(ResponseError::UnsupportedEndpointType.code())
