@@ -164,8 +164,11 @@ async fn serve(config: BrokerConfig, source: String) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
     let maintenance = tokio::spawn(maintain(Arc::clone(&broker), shutdown.clone()));
+    // Handlers go in before READY=1: a SIGTERM sent right after readiness must reach them
+    // rather than the default action, which kills the process without a clean shutdown.
+    let signals = ShutdownSignals::install();
     crate::systemd::notify_ready();
-    wait_for_signal().await;
+    signals.wait().await;
     crate::systemd::notify_stopping();
     tracing::info!("shutting down");
     if broker.config.roles_broker {
@@ -278,12 +281,27 @@ async fn follow_images(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>)
     }
 }
 
-async fn wait_for_signal() {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
+/// SIGTERM and SIGINT, caught from the moment `install` returns (tokio registers a handler
+/// when the stream is created, not when it is first polled).
+struct ShutdownSignals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        Self {
+            terminate: signal(SignalKind::terminate()).expect("installing a SIGTERM handler"),
+            interrupt: signal(SignalKind::interrupt()).expect("installing a SIGINT handler"),
+        }
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
     }
 }
 
