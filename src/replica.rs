@@ -183,6 +183,17 @@ impl ReplicaManager {
         let config = partition.log.config();
         let batches =
             validate_produced(records, config.max_message_bytes).map_err(|e| ApiError::from(&e))?;
+        if config.cleanup_compact {
+            for batch in &batches {
+                batch.check_every_record_keyed().map_err(|error| {
+                    let refused = ApiError::from(&error);
+                    ApiError::new(
+                        refused.code,
+                        format!("{}: {error}", partition.topic_partition),
+                    )
+                })?;
+            }
+        }
         let messages: i64 = batches.iter().map(|b| b.records_count()).sum();
         let (sender, receiver) = oneshot::channel();
         let waker = Arc::clone(partition);

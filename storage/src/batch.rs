@@ -160,6 +160,20 @@ impl ValidBatch {
         i64::from(self.header.last_offset_delta) + 1
     }
 
+    /// Checks that every record of the batch has a key, as a compacted topic requires:
+    /// the cleaner keeps the latest record per key, so a keyless one has no meaning there
+    /// and Kafka refuses it with INVALID_RECORD. Compressed batches are decompressed to look.
+    pub fn check_every_record_keyed(&self) -> Result<(), BatchError> {
+        match crate::cleaner::filter::first_keyless_record(&self.bytes, &self.header) {
+            Ok(None) => Ok(()),
+            Ok(Some(index)) => Err(BatchError::Invalid(format!(
+                "a compacted topic cannot accept a record without a key \
+                 (record {index} of the batch)"
+            ))),
+            Err(problem) => Err(BatchError::Corrupt(problem)),
+        }
+    }
+
     /// The 17-byte prefix this batch gets on disk: the assigned base offset and the leader
     /// epoch replace what the producer sent; length and magic are kept.
     pub fn rewritten_prefix(

@@ -140,3 +140,35 @@ def test_compaction_keeps_the_latest_value_per_key_and_drops_tombstones_after_de
     broker.restart()
     assert [(r.offset, r.key, r.value) for r in read_from_beginning(broker, topic)] == \
         [(r.offset, r.key, r.value) for r in records]
+
+
+def test_a_compacted_topic_refuses_records_without_a_key_and_keeps_the_keyed_ones(brokers):
+    from confluent_kafka import KafkaError
+
+    broker = brokers.start()
+    topic = "compacted-keys"
+    create_topic(broker, topic, partitions=1, config={"cleanup.policy": "compact"})
+    outcomes = {}
+
+    def report(name):
+        def delivered(error, message):
+            outcomes[name] = error if error is not None else message.offset()
+        return delivered
+
+    # Separate producers so each record travels in its own batch: a refused batch refuses
+    # every record in it, as in Kafka.
+    for name, key, compression in [("keyed", b"k1", "none"), ("keyless", None, "none"),
+                                   ("keyless-zstd", None, "zstd"), ("keyed-after", b"k2", "zstd")]:
+        producer = confluent_producer(broker, **{"compression.type": compression, "retries": 0})
+        producer.produce(topic, key=key, value=b"v", partition=0, on_delivery=report(name))
+        assert producer.flush(30) == 0
+
+    for name in ("keyless", "keyless-zstd"):
+        error = outcomes[name]
+        assert isinstance(error, KafkaError), (name, error)
+        assert error.code() == KafkaError.INVALID_RECORD, (name, error)
+    assert outcomes["keyed"] == 0
+    assert outcomes["keyed-after"] == 1
+    # Nothing of the refused batches was written.
+    assert watermarks(broker, topic, 0) == (0, 2)
+    assert [r.key for r in read_from_beginning(broker, topic)] == [b"k1", b"k2"]

@@ -257,6 +257,14 @@ pub fn for_each_key(
     Ok(())
 }
 
+/// The index within `batch` of its first record without a key, if any. Compressed batches
+/// are decompressed to look.
+pub fn first_keyless_record(batch: &Bytes, header: &BatchHeader) -> Result<Option<usize>, String> {
+    let data = record_data(batch, header)?;
+    let records = parse_records(&data, header, header.base_timestamp)?;
+    Ok(records.iter().position(|record| record.key.is_none()))
+}
+
 /// Decides what stays of `batch` (one whole stored batch) and builds its new bytes.
 pub fn filter_batch(
     batch: &Bytes,

@@ -45,6 +45,18 @@ fn open_manager(dir: &Path) -> LogManager {
 
 /// One produced batch of `(key, value)` records (`None` value: a tombstone).
 fn produced(records: &[(&str, Option<String>)], compression: Compression) -> Bytes {
+    let keyed: Vec<(Option<&str>, Option<String>)> = records
+        .iter()
+        .map(|(key, value)| (Some(*key), value.clone()))
+        .collect();
+    produced_maybe_keyed(&keyed, compression)
+}
+
+/// Like `produced`, with records that may lack a key.
+fn produced_maybe_keyed(
+    records: &[(Option<&str>, Option<String>)],
+    compression: Compression,
+) -> Bytes {
     let records: Vec<Record> = records
         .iter()
         .enumerate()
@@ -59,7 +71,7 @@ fn produced(records: &[(&str, Option<String>)], compression: Compression) -> Byt
             offset: index as i64,
             sequence: -1,
             timestamp: NOW_MS - HOUR_MS + index as i64,
-            key: Some(Bytes::copy_from_slice(key.as_bytes())),
+            key: key.map(|key| Bytes::copy_from_slice(key.as_bytes())),
             value: value.as_ref().map(|v| Bytes::copy_from_slice(v.as_bytes())),
             headers: Vec::new(),
         })
@@ -150,6 +162,28 @@ fn expected_after_cleaning(records: &[Consumed], end: i64) -> Vec<Consumed> {
         .filter(|(offset, key, _)| *offset >= end || latest[key.as_str()] == *offset)
         .cloned()
         .collect()
+}
+
+#[test]
+fn a_compacted_topic_refuses_a_keyless_record_in_plain_and_compressed_batches() {
+    for compression in [Compression::None, Compression::Gzip, Compression::Zstd] {
+        let keyed = produced(&[("a", Some("1".into())), ("b", None)], compression);
+        let batch = &validate_produced(&keyed, 1 << 20).unwrap()[0];
+        assert!(batch.check_every_record_keyed().is_ok(), "{compression:?}");
+
+        let one_keyless = produced_maybe_keyed(
+            &[(Some("a"), Some("1".into())), (None, Some("2".into()))],
+            compression,
+        );
+        let batch = &validate_produced(&one_keyless, 1 << 20).unwrap()[0];
+        match batch.check_every_record_keyed() {
+            Err(crate::batch::BatchError::Invalid(message)) => {
+                assert!(message.contains("without a key"), "{message}");
+                assert!(message.contains("record 1"), "{message}");
+            }
+            other => panic!("{compression:?}: {other:?}"),
+        }
+    }
 }
 
 #[test]
