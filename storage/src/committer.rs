@@ -244,7 +244,14 @@ fn commit_group(group: Vec<AppendRequest>, backend: &dyn IoBackend) {
         };
         let reason = format!("{error} on {path} at byte {}", spec.position);
         if error.is_out_of_space() {
-            tracing::warn!(partition = %log.topic_partition(), reason, "append refused: out of space");
+            if let Some(suppressed) = OUT_OF_SPACE_WARNINGS.admit() {
+                tracing::warn!(
+                    partition = %log.topic_partition(),
+                    reason,
+                    not_logged_since_last_warning = suppressed,
+                    "append refused: out of space"
+                );
+            }
             log.rollback(point);
             failed[spec.log_index] = Some(LogError::OutOfSpace(reason));
         } else {
@@ -262,5 +269,59 @@ fn commit_group(group: Vec<AppendRequest>, backend: &dyn IoBackend) {
             (Some(error), _) => completion(Err(error.duplicate())),
             (None, Err(error)) => completion(Err(error)),
         }
+    }
+}
+
+/// How often a full disk is reported: it refuses every append until space returns, and a
+/// warning per refused group would flood the log at the rate clients retry.
+const OUT_OF_SPACE_WARNING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+static OUT_OF_SPACE_WARNINGS: RateLimit = RateLimit::new(OUT_OF_SPACE_WARNING_INTERVAL);
+
+/// Lets one event through per interval and counts the ones it holds back.
+struct RateLimit {
+    interval: std::time::Duration,
+    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+impl RateLimit {
+    const fn new(interval: std::time::Duration) -> RateLimit {
+        RateLimit {
+            interval,
+            state: std::sync::Mutex::new((None, 0)),
+        }
+    }
+
+    /// `Some(held back since the last admitted event)` when this event may be logged.
+    fn admit(&self) -> Option<u64> {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (last, held_back) = &mut *state;
+        let now = std::time::Instant::now();
+        if last.is_some_and(|at| now.duration_since(at) < self.interval) {
+            *held_back += 1;
+            return None;
+        }
+        *last = Some(now);
+        Some(std::mem::take(held_back))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RateLimit;
+    use std::time::Duration;
+
+    #[test]
+    fn a_rate_limit_admits_one_event_per_interval_and_counts_the_rest() {
+        let limit = RateLimit::new(Duration::from_millis(200));
+        assert_eq!(limit.admit(), Some(0));
+        assert_eq!(limit.admit(), None);
+        assert_eq!(limit.admit(), None);
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(limit.admit(), Some(2));
+        assert_eq!(limit.admit(), None);
     }
 }
