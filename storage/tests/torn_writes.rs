@@ -211,7 +211,6 @@ fn a_torn_batch_in_an_earlier_segment_cuts_the_log_there_and_deletes_the_later_s
 }
 
 #[test]
-#[ignore = "storage gap: recovery does not check that a segment ends where the next begins"]
 fn a_segment_cut_at_a_batch_boundary_before_a_later_segment_leaves_no_hole_in_the_offsets() {
     // The second segment loses its tail exactly at a batch boundary: every batch left in
     // it is whole, but its offsets now end before the next segment's base offset. Keeping

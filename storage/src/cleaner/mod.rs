@@ -15,6 +15,9 @@
 //!   ([`filter`] decides per batch), each group into one new segment swapped in
 //!   crash-safely ([`swap`]). Offsets never change; removed records leave gaps.
 //! * Reads and writes pass through one throttle (`log.cleaner.io.max.bytes.per.second`).
+//! * Before a round the recovery points are checkpointed, so every rewritten segment is below
+//!   the recovery point on disk: crash recovery scans only segments above it and requires
+//!   them to be contiguous, which cleaned segments (with their gaps) need not be.
 //!
 //! Not done yet: transactions (control and transactional batches are kept whole),
 //! aborting a round when a topic's policy changes mid-round (the swap re-checks that its
@@ -247,6 +250,10 @@ impl Cleaner {
             return Ok(None);
         };
         let partition = candidate.log.topic_partition().clone();
+        // Recovery checks that segments above the checkpointed recovery point are contiguous,
+        // which cleaned segments need not be: checkpoint first, so that every segment this
+        // round rewrites (all sealed, so below the log's recovery point) is below it on disk.
+        manager.checkpoint().map_err(CleanError::from)?;
         match self.clean(candidate, now_ms) {
             Ok(stats) => {
                 self.write_checkpoint(manager);

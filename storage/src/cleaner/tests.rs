@@ -241,6 +241,39 @@ fn compaction_keeps_the_latest_record_per_key_at_its_original_offset() {
 }
 
 #[test]
+fn a_cleaning_round_checkpoints_recovery_points_first_so_a_crash_keeps_the_cleaned_log() {
+    // Recovery requires segments above the checkpointed recovery point to be contiguous;
+    // cleaned segments have gaps, so the cleaner must never leave one above it.
+    let dir = tempfile::tempdir().unwrap();
+    let manager = open_manager(dir.path());
+    let partition = TopicPartition::new("compacted", 0);
+    let log = manager
+        .get_or_create(&partition, compacted_config())
+        .unwrap();
+    // A recovery point on disk from before any data: stale once the appends roll segments.
+    manager.checkpoint().unwrap();
+    append_updates(&manager, &log, 400, 7);
+
+    let mut cleaner = cleaner_for(dir.path());
+    let (cleaned, stats) = cleaner
+        .clean_filthiest(&manager, NOW_MS)
+        .unwrap()
+        .expect("the log is dirty enough to clean");
+    assert_eq!(cleaned, partition);
+    assert_eq!(stats.records_kept, 7);
+    let after = consume(&log);
+    let end = log.offsets().log_end_offset;
+
+    // A crash: no shutdown, so the next open recovers the segments above the checkpoint.
+    drop(log);
+    drop(manager);
+    let manager = open_manager(dir.path());
+    let recovered = manager.get(&partition).unwrap();
+    assert_eq!(consume(&recovered), after);
+    assert_eq!(recovered.offsets().log_end_offset, end);
+}
+
+#[test]
 fn tombstones_stay_for_delete_retention_ms_after_their_first_cleaning_then_go() {
     let dir = tempfile::tempdir().unwrap();
     let manager = open_manager(dir.path());
