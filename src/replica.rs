@@ -186,11 +186,9 @@ impl ReplicaManager {
         if config.cleanup_compact {
             for batch in &batches {
                 batch.check_every_record_keyed().map_err(|error| {
-                    let refused = ApiError::from(&error);
-                    ApiError::new(
-                        refused.code,
-                        format!("{}: {error}", partition.topic_partition),
-                    )
+                    let mut refused = ApiError::from(&error);
+                    refused.message = format!("{}: {}", partition.topic_partition, refused.message);
+                    refused
                 })?;
             }
         }

@@ -219,35 +219,37 @@ impl Log {
             // Without a recovery point a compacted log may hold cleaned segments with
             // legitimate gaps here, so it is not checked.
             let checkable = validate && (hint.recovery_point.is_some() || !config.cleanup_compact);
-            let ends_short = next_base
-                .filter(|&next| checkable && segment.next_offset < next)
-                .map(|next| (segment.next_offset, next));
-            if outcome.stopped_because.is_some() || ends_short.is_some() {
-                if let Some(reason) = outcome.stopped_because {
-                    tracing::warn!(
-                        %partition,
-                        path = %segment.file.path.display(),
-                        reason,
-                        valid_bytes = outcome.valid_bytes,
-                        "recovery: truncating the log after the last valid batch"
-                    );
-                    segment
-                        .file
-                        .file
-                        .set_len(outcome.valid_bytes)
-                        .and_then(|()| segment.file.file.sync_all())
-                        .map_err(LogError::io("truncate segment", &segment.file.path))?;
-                    segment.size_bytes = outcome.valid_bytes;
-                    segment.visible_bytes = outcome.valid_bytes;
-                } else if let Some((ends_at, next)) = ends_short {
-                    tracing::warn!(
-                        %partition,
-                        path = %segment.file.path.display(),
-                        ends_at = ends_at.0,
-                        next_segment_base = next.0,
-                        "recovery: segment ends before the next one begins; the log ends here"
-                    );
-                }
+            let ends_short_of = next_base.filter(|&next| checkable && segment.next_offset < next);
+            let log_ends_here = if let Some(reason) = outcome.stopped_because {
+                tracing::warn!(
+                    %partition,
+                    path = %segment.file.path.display(),
+                    reason,
+                    valid_bytes = outcome.valid_bytes,
+                    "recovery: truncating the log after the last valid batch"
+                );
+                segment
+                    .file
+                    .file
+                    .set_len(outcome.valid_bytes)
+                    .and_then(|()| segment.file.file.sync_all())
+                    .map_err(LogError::io("truncate segment", &segment.file.path))?;
+                segment.size_bytes = outcome.valid_bytes;
+                segment.visible_bytes = outcome.valid_bytes;
+                true
+            } else if let Some(next) = ends_short_of {
+                tracing::warn!(
+                    %partition,
+                    path = %segment.file.path.display(),
+                    ends_at = segment.next_offset.0,
+                    next_segment_base = next.0,
+                    "recovery: segment ends before the next one begins; the log ends here"
+                );
+                true
+            } else {
+                false
+            };
+            if log_ends_here {
                 segments.insert(base, segment);
                 for &later in &bases[position + 1..] {
                     tracing::warn!(%partition, base_offset = later.0, "recovery: deleting segment after the end of the recovered log");

@@ -43,6 +43,15 @@ fn open_manager(dir: &Path) -> LogManager {
     .unwrap()
 }
 
+/// Partition `compacted-0`, created in `manager` with the compacted test config.
+fn compacted_log(manager: &LogManager) -> (TopicPartition, Arc<Log>) {
+    let partition = TopicPartition::new("compacted", 0);
+    let log = manager
+        .get_or_create(&partition, compacted_config())
+        .unwrap();
+    (partition, log)
+}
+
 /// One produced batch of `(key, value)` records (`None` value: a tombstone).
 fn produced(records: &[(&str, Option<String>)], compression: Compression) -> Bytes {
     let keyed: Vec<(Option<&str>, Option<String>)> = records
@@ -190,10 +199,7 @@ fn a_compacted_topic_refuses_a_keyless_record_in_plain_and_compressed_batches() 
 fn compaction_keeps_the_latest_record_per_key_at_its_original_offset() {
     let dir = tempfile::tempdir().unwrap();
     let manager = open_manager(dir.path());
-    let partition = TopicPartition::new("compacted", 0);
-    let log = manager
-        .get_or_create(&partition, compacted_config())
-        .unwrap();
+    let (partition, log) = compacted_log(&manager);
     append_updates(&manager, &log, 400, 7);
     let before = consume(&log);
     let segments_before = log.segment_count();
@@ -246,10 +252,7 @@ fn a_cleaning_round_checkpoints_recovery_points_first_so_a_crash_keeps_the_clean
     // cleaned segments have gaps, so the cleaner must never leave one above it.
     let dir = tempfile::tempdir().unwrap();
     let manager = open_manager(dir.path());
-    let partition = TopicPartition::new("compacted", 0);
-    let log = manager
-        .get_or_create(&partition, compacted_config())
-        .unwrap();
+    let (partition, log) = compacted_log(&manager);
     // A recovery point on disk from before any data: stale once the appends roll segments.
     manager.checkpoint().unwrap();
     append_updates(&manager, &log, 400, 7);
