@@ -75,6 +75,7 @@ async fn serve(config: BrokerConfig, source: String) -> anyhow::Result<()> {
         storage_threads: config.storage_threads,
         backend: karst_storage::io::select_backend(config.io_backend)
             .with_context(|| format!("log.io.backend = {:?}", config.io_backend))?,
+        min_free_bytes: config.min_free_bytes,
     };
     let logs = tokio::task::spawn_blocking(move || LogManager::open(options, &default_log_config))
         .await?
@@ -127,7 +128,10 @@ async fn serve(config: BrokerConfig, source: String) -> anyhow::Result<()> {
         ))
     });
     if let Some(running) = &lifecycle {
-        wait_for_registration(&broker, running).await;
+        tokio::select! {
+            () = wait_for_registration(&broker, running) => {}
+            reason = quorum.stopped() => return Err(quorum_stopped(&reason)),
+        }
         if running.is_finished() {
             let refused = lifecycle.expect("checked").await?;
             quorum.shutdown().await;
@@ -168,10 +172,16 @@ async fn serve(config: BrokerConfig, source: String) -> anyhow::Result<()> {
     // rather than the default action, which kills the process without a clean shutdown.
     let signals = ShutdownSignals::install();
     crate::systemd::notify_ready();
-    signals.wait().await;
+    let quorum_failure = tokio::select! {
+        () = signals.wait() => None,
+        reason = quorum.stopped() => Some(reason),
+    };
     crate::systemd::notify_stopping();
-    tracing::info!("shutting down");
-    if broker.config.roles_broker {
+    match &quorum_failure {
+        None => tracing::info!("shutting down"),
+        Some(reason) => tracing::error!(reason, "the metadata quorum stopped; shutting down"),
+    }
+    if broker.config.roles_broker && quorum_failure.is_none() {
         crate::controller::lifecycle::controlled_shutdown(&broker).await;
     }
     let _ = shutdown_sender.send(true);
@@ -190,11 +200,28 @@ async fn serve(config: BrokerConfig, source: String) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || cleaner.shutdown()).await?;
     }
     // In-flight appends finish inside LogManager::shutdown before logs are closed.
-    tokio::task::spawn_blocking(move || logs.shutdown())
+    let closed = tokio::task::spawn_blocking(move || logs.shutdown())
         .await?
-        .context("closing logs")?;
+        .context("closing logs");
+    if let Some(reason) = quorum_failure {
+        if let Err(error) = closed {
+            tracing::error!(
+                error = format!("{error:#}"),
+                "closing logs after the quorum stopped"
+            );
+        }
+        return Err(quorum_stopped(&reason));
+    }
+    closed?;
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+/// The error a node exits with when its metadata quorum member stopped (as a Kafka node
+/// exits when its metadata log directory fails): it cannot register, fence, create or
+/// follow metadata any more, and a restart (by systemd) is the way back.
+fn quorum_stopped(reason: &str) -> anyhow::Error {
+    anyhow::anyhow!("the metadata quorum stopped: {reason}")
 }
 
 /// Starts this node's part of the metadata quorum and, on voters, bootstraps it (a no-op

@@ -432,6 +432,24 @@ impl MetadataQuorum {
         }
     }
 
+    /// Resolves, with the reason, once the Raft core has stopped on its own: openraft stops
+    /// for good when it cannot write its log or vote (a full or failed disk) rather than go
+    /// on with state it could not persist. Pending until then; after [`shutdown`] it
+    /// resolves too.
+    ///
+    /// [`shutdown`]: MetadataQuorum::shutdown
+    pub async fn stopped(&self) -> String {
+        let mut metrics = self.raft.metrics();
+        loop {
+            if let Err(fatal) = &metrics.borrow_watched().running_state {
+                return fatal.to_string();
+            }
+            if metrics.changed().await.is_err() {
+                return "the Raft core ended".to_owned();
+            }
+        }
+    }
+
     pub async fn shutdown(&self) {
         if let Err(error) = self.raft.shutdown().await {
             tracing::warn!(%error, "raft core ended with an error");

@@ -77,6 +77,7 @@ pub const BROKER_KEYS: &[KeyDef] = keys![
     "queued.max.request.bytes", Long, "536870912", "Bytes of requests in flight, all connections together.";
     "max.connections", Int, "10000", "Most client connections open at once.";
     "log.io.threads", Int, "2", "Storage threads (group commit).";
+    "log.dir.min.free.bytes", Long, "268435456", "Appends are refused (KAFKA_STORAGE_ERROR, retriable) while the log directory's volume has less free space than this, keeping room for metadata, checkpoints and recovery; 0 turns the reserve off.";
     "log.io.backend", String, "auto", "auto (io_uring when the kernel allows it), io_uring, or portable (pwritev + fdatasync).";
     "max.incremental.fetch.session.cache.slots", Int, "1000", "Most incremental fetch sessions.";
     "fetch.zero.copy.enable", Boolean, "true", "Send fetched records with sendfile when they are in a verified segment prefix.";
@@ -124,6 +125,8 @@ pub struct BrokerConfig {
     pub connections_max: usize,
     pub storage_threads: usize,
     pub io_backend: karst_storage::io::BackendChoice,
+    /// `log.dir.min.free.bytes`: the free-space reserve appends may not eat into.
+    pub min_free_bytes: u64,
     pub fetch_session_slots: usize,
     /// `log.cleaner.enable`.
     pub cleaner_enabled: bool,
@@ -219,6 +222,13 @@ impl BrokerConfig {
             let value = Self::int_key(&explicit, name);
             if value <= 0 {
                 bail!("invalid value for config key `{name}`: must be positive, got {value}");
+            }
+            Ok(value)
+        };
+        let non_negative = |name: &str| -> anyhow::Result<i64> {
+            let value = Self::int_key(&explicit, name);
+            if value < 0 {
+                bail!("invalid value for config key `{name}`: must not be negative, got {value}");
             }
             Ok(value)
         };
@@ -354,6 +364,7 @@ impl BrokerConfig {
             connections_max: positive("max.connections")? as usize,
             storage_threads: positive("log.io.threads")? as usize,
             io_backend,
+            min_free_bytes: non_negative("log.dir.min.free.bytes")? as u64,
             fetch_session_slots: Self::int_key(
                 &explicit,
                 "max.incremental.fetch.session.cache.slots",

@@ -95,6 +95,7 @@ fn appends(dir: &Path, choice: BackendChoice, group_bytes: usize, partitions: us
                 dir: dir.to_path_buf(),
                 storage_threads: 1,
                 backend: select_backend(choice).expect("backend"),
+                min_free_bytes: 0,
             },
             &LogConfig::default(),
         )

@@ -23,6 +23,7 @@ use crate::error::LogError;
 use crate::io::{FileJob, IoBackend};
 use crate::log::{AppendInfo, Log, RollbackPoint, WritePlan};
 use crate::segment::SegmentFile;
+use crate::space::SpaceReserve;
 use crate::types::LeaderEpoch;
 
 /// Most bytes one group takes before it is written and synced; bounds the latency that a
@@ -51,16 +52,21 @@ fn now_ms() -> i64 {
 }
 
 impl Committer {
-    pub fn start(thread_count: usize, backend: Arc<dyn IoBackend>) -> Committer {
+    pub fn start(
+        thread_count: usize,
+        backend: Arc<dyn IoBackend>,
+        reserve: Arc<SpaceReserve>,
+    ) -> Committer {
         assert!(thread_count > 0, "at least one storage thread");
         let mut senders = Vec::with_capacity(thread_count);
         let mut threads = Vec::with_capacity(thread_count);
         for index in 0..thread_count {
             let (sender, receiver) = mpsc::channel();
             let backend = Arc::clone(&backend);
+            let reserve = Arc::clone(&reserve);
             let thread = std::thread::Builder::new()
                 .name(format!("karst-storage-{index}"))
-                .spawn(move || run_thread(&receiver, backend.as_ref()))
+                .spawn(move || run_thread(&receiver, backend.as_ref(), &reserve))
                 .expect("spawning a storage thread");
             senders.push(sender);
             threads.push(thread);
@@ -87,7 +93,11 @@ impl Committer {
     }
 }
 
-fn run_thread(receiver: &mpsc::Receiver<AppendRequest>, backend: &dyn IoBackend) {
+fn run_thread(
+    receiver: &mpsc::Receiver<AppendRequest>,
+    backend: &dyn IoBackend,
+    reserve: &SpaceReserve,
+) {
     while let Ok(first) = receiver.recv() {
         let mut group = vec![first];
         let mut group_bytes: usize = group[0].batches.iter().map(|b| b.bytes.len()).sum();
@@ -100,7 +110,26 @@ fn run_thread(receiver: &mpsc::Receiver<AppendRequest>, backend: &dyn IoBackend)
                 Err(_) => break,
             }
         }
-        commit_group(group, backend);
+        match reserve.admit(group_bytes as u64) {
+            Ok(()) => commit_group(group, backend),
+            Err(reason) => refuse_group(group, &reason),
+        }
+    }
+}
+
+/// Fails every append of a group that the free-space reserve turned away; nothing was
+/// planned or written, so there is nothing to roll back.
+fn refuse_group(group: Vec<AppendRequest>, reason: &str) {
+    if let Some(suppressed) = OUT_OF_SPACE_WARNINGS.admit() {
+        tracing::warn!(
+            reason,
+            appends = group.len(),
+            not_logged_since_last_warning = suppressed,
+            "append refused: free-space reserve reached"
+        );
+    }
+    for request in group {
+        (request.completion)(Err(LogError::OutOfSpace(reason.to_owned())));
     }
 }
 

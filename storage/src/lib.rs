@@ -14,6 +14,7 @@
 //! | [`checkpoint`] | Kafka-format offset checkpoint files |
 //! | [`cleaner`] | log compaction: the background cleaner, its offset map, crash-safe swaps |
 //! | [`manager`] | all logs of a log directory, checkpoints, clean-shutdown marker |
+//! | [`space`] | the free-space reserve appends may not eat into (`log.dir.min.free.bytes`) |
 //! | [`config`] | per-log settings in Kafka's topic-config units |
 //!
 //! Durability contract: an append's completion reports success only after its bytes (and,
@@ -31,6 +32,7 @@ pub mod io;
 pub mod log;
 pub mod manager;
 pub mod segment;
+pub mod space;
 pub mod types;
 pub mod uring;
 

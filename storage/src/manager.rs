@@ -18,6 +18,7 @@ use crate::config::LogConfig;
 use crate::error::LogError;
 use crate::io::{sync_directory, IoBackend};
 use crate::log::{Log, RecoveryHint};
+use crate::space::SpaceReserve;
 use crate::types::{LeaderEpoch, Offset, TopicPartition};
 
 const RECOVERY_POINT_CHECKPOINT: &str = "recovery-point-offset-checkpoint";
@@ -31,6 +32,8 @@ pub struct LogManagerOptions {
     pub dir: PathBuf,
     pub storage_threads: usize,
     pub backend: Arc<dyn IoBackend>,
+    /// `log.dir.min.free.bytes`: appends are refused while the volume has less free (0: off).
+    pub min_free_bytes: u64,
 }
 
 pub struct LogManager {
@@ -108,7 +111,11 @@ impl LogManager {
             backend = options.backend.name(),
             "log manager opened"
         );
-        let committer = Committer::start(options.storage_threads, Arc::clone(&options.backend));
+        let committer = Committer::start(
+            options.storage_threads,
+            Arc::clone(&options.backend),
+            Arc::new(SpaceReserve::new(&dir, options.min_free_bytes)),
+        );
         Ok(LogManager {
             dir,
             logs: RwLock::new(logs),

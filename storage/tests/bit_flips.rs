@@ -114,6 +114,7 @@ impl WrittenLog {
                 dir: root.to_path_buf(),
                 storage_threads: 1,
                 backend: Arc::new(PortableBackend),
+                min_free_bytes: 0,
             },
             &self.config,
         )

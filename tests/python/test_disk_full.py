@@ -6,9 +6,11 @@ The broker's data directory is a 16 MiB tmpfs, mounted for the test (root only: 
 skipped, saying why, where `mount` is not permitted) and unmounted after the broker is killed.
 A filler file takes most of it; a confluent-kafka producer (acks=all, no retries, so each
 refusal reaches the test) then writes numbered records until deliveries fail with
-KAFKA_STORAGE_ERROR. Run once per storage backend: each reports ENOSPC its own way.
+KAFKA_STORAGE_ERROR. Run once per storage backend with the free-space reserve off (each
+reports ENOSPC its own way), and once with it on, where appends stop before the disk is full.
 """
 
+import errno
 import os
 import subprocess
 import time
@@ -35,6 +37,12 @@ FILL_DEADLINE_S = 60
 CHUNKS_AFTER_FULL = 3
 RECORDS_AFTER_SPACE_RETURNS = 500
 BACKENDS = ["io_uring", "portable"]
+# log.dir.min.free.bytes of the reserve test, and how far below it the volume may go (the
+# index files of a roll and metadata writes are not counted against it).
+RESERVE_BYTES = 1024 * 1024
+RESERVE_SLACK_BYTES = 128 * 1024
+# How long a node whose metadata quorum stopped may take to exit.
+QUORUM_STOP_EXIT_S = 30
 
 
 def mount_tmpfs(directory):
@@ -61,10 +69,14 @@ def small_disk(request, brokers, tmp_path):
     return mount_point
 
 
+def free_bytes(directory) -> int:
+    volume = os.statvfs(directory)
+    return volume.f_bavail * volume.f_frsize
+
+
 def fill(path, leave_bytes):
     """Writes a file that leaves about `leave_bytes` free on its filesystem."""
-    volume = os.statvfs(path.parent)
-    size = max(0, volume.f_bavail * volume.f_frsize - leave_bytes)
+    size = max(0, free_bytes(path.parent) - leave_bytes)
     block = b"\0" * (1024 * 1024)
     with open(path, "wb") as filler:
         while size > 0:
@@ -131,7 +143,8 @@ def assert_alive(broker, where):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_full_disk_refuses_appends_stays_up_and_recovers_when_space_returns(brokers, small_disk, backend,
                                                                             segment_bytes):
-    broker = brokers.new({"log.io.backend": backend})
+    # The reserve is off: the disk really fills, and each backend meets ENOSPC in a write.
+    broker = brokers.new({"log.io.backend": backend, "log.dir.min.free.bytes": "0"})
     broker.data_dir = small_disk / "data"
     broker.start()
     create_topic(broker, TOPIC, partitions=1, config={"segment.bytes": str(segment_bytes)})
@@ -176,8 +189,12 @@ def test_full_disk_refuses_appends_stays_up_and_recovers_when_space_returns(brok
     assert_log_is_exactly(broker, producer.acknowledged, "after appending past the restart")
 
 
-def test_sigkill_while_the_disk_is_full_restarts_and_serves_what_was_acknowledged(brokers, small_disk):
-    broker = brokers.new()
+def test_the_free_space_reserve_keeps_metadata_and_restarts_working_when_data_fills_the_disk(
+        brokers, small_disk):
+    """Appends stop at log.dir.min.free.bytes, so the metadata quorum can still write: a topic
+    is created while produce is refused, and a SIGKILLed broker restarts (its registration is a
+    metadata write) and serves exactly what it acknowledged."""
+    broker = brokers.new({"log.dir.min.free.bytes": str(RESERVE_BYTES)})
     broker.data_dir = small_disk / "data"
     broker.start()
     create_topic(broker, TOPIC, partitions=1, config={"segment.bytes": str(SEGMENT_BYTES[0])})
@@ -188,12 +205,75 @@ def test_sigkill_while_the_disk_is_full_restarts_and_serves_what_was_acknowledge
     while not producer.refused:
         assert producer.next_index < FILL_RECORDS_MAX and time.monotonic() < deadline
         producer.produce(CHUNK_RECORDS)
-
-    # Recovery must cope with a volume that has (almost) no free bytes.
+    assert producer.acknowledged, "the reserve refused appends that had room"
+    assert set(producer.refused) == {KafkaError.KAFKA_STORAGE_ERROR}, sorted(set(producer.refused))
+    create_topic(broker, "created-while-full", partitions=2)
+    # Appends keep being refused (small ones that still fit above the reserve may pass).
+    assert producer.produce(CHUNK_RECORDS) > 0, "a chunk was admitted whole at the reserve"
+    assert set(producer.refused) == {KafkaError.KAFKA_STORAGE_ERROR}, sorted(set(producer.refused))
+    free = free_bytes(small_disk)
+    assert free >= RESERVE_BYTES - RESERVE_SLACK_BYTES, (
+        f"{free} bytes free after appends were refused: they ate into the {RESERVE_BYTES}-byte reserve")
     broker.kill()
     broker.restart()
     wait_until(lambda: broker.http_get("/health")[0] == 200, timeout_s=10, what="/health after restart")
-    assert_log_is_exactly(broker, producer.acknowledged, "after a SIGKILL restart on a full disk")
+    assert_log_is_exactly(broker, producer.acknowledged, "after a SIGKILL restart with the reserve reached")
     filler.unlink()
     assert producer.produce(100) == 0, "appends refused after space returned"
     assert_log_is_exactly(broker, producer.acknowledged, "after space returned")
+
+
+def fill_completely(path):
+    """Writes `path` until the volume refuses another byte."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    block = b"\0" * (1024 * 1024)
+    try:
+        while True:
+            os.write(fd, block)
+    except OSError as error:
+        assert error.errno == errno.ENOSPC, error
+    finally:
+        os.close(fd)
+
+
+def wait_for_exit(broker, what) -> int:
+    try:
+        return broker.process.wait(timeout=QUORUM_STOP_EXIT_S)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"{what}: the broker did not exit within {QUORUM_STOP_EXIT_S}s\n{broker.log_tail()}")
+
+
+def test_a_metadata_write_on_a_full_disk_stops_the_node_with_a_clear_error_and_loses_nothing(
+        brokers, small_disk):
+    """With the reserve off, the metadata log can meet a full disk. Raft cannot go on with a
+    write it could not persist, so the node exits non-zero naming the cause (as a Kafka node
+    exits when its metadata log directory fails), also when restarted on the still-full disk,
+    and starts again with every acknowledged record once space returns."""
+    broker = brokers.new({"log.dir.min.free.bytes": "0"})
+    broker.data_dir = small_disk / "data"
+    broker.start()
+    create_topic(broker, TOPIC, partitions=1)
+    producer = Producer(broker)
+    assert producer.produce(CHUNK_RECORDS) == 0
+    filler = small_disk / "filler"
+    fill_completely(filler)
+
+    try:
+        create_topic(broker, "needs-a-metadata-write", partitions=1, timeout_s=10)
+    except Exception as error:  # the request fails or the connection drops: either is fine
+        print(f"CreateTopics on a full disk: {error}")
+    for what in ("a metadata write on a full disk", "a restart on the still-full disk"):
+        code = wait_for_exit(broker, what)
+        log = broker.log_text().rsplit("===== start #", 1)[-1]
+        assert code != 0, f"{what}: exit code {code}\n{log}"
+        last_line = log.strip().splitlines()[-1]
+        assert last_line.startswith("karst: ") and "metadata quorum" in last_line \
+            and "No space left on device" in last_line, f"{what}: the exit does not say why\n{log}"
+        if what.startswith("a metadata write"):
+            broker.start(wait=False)
+
+    filler.unlink()
+    broker.start()
+    wait_until(lambda: broker.http_get("/health")[0] == 200, timeout_s=10, what="/health once space returned")
+    assert_log_is_exactly(broker, producer.acknowledged, "after space returned")
+    assert producer.produce(10) == 0, "appends refused after space returned"

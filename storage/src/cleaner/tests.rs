@@ -37,6 +37,7 @@ fn open_manager(dir: &Path) -> LogManager {
             dir: dir.to_path_buf(),
             storage_threads: 1,
             backend: Arc::new(PortableBackend),
+            min_free_bytes: 0,
         },
         &compacted_config(),
     )

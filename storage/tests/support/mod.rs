@@ -91,6 +91,7 @@ pub fn open_with(dir: &Path, backend: Arc<dyn IoBackend>, config: &LogConfig) ->
             dir: dir.to_path_buf(),
             storage_threads: 2,
             backend,
+            min_free_bytes: 0,
         },
         config,
     )
