@@ -82,6 +82,7 @@ async fn serve(config: BrokerConfig, source: String) -> anyhow::Result<()> {
         .context("opening the log directory")?;
     let logs = Arc::new(logs);
     metrics::gauge!("karst_storage_io_backend", "backend" => logs.backend_name()).set(1.0);
+    metrics::gauge!("karst_log_dir_min_free_bytes").set(config.min_free_bytes as f64);
     let quorum = Arc::new(start_quorum(&config, &cluster_id).await?);
     let replicas = ReplicaManager::new(config.node_id, Arc::clone(&logs));
     replicas.apply_image(&quorum.image(), &config)?;
@@ -359,6 +360,9 @@ async fn maintain(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
                 let _ = tokio::task::spawn_blocking(move || logs.flush_due()).await;
             }
             _ = sizes.tick() => {
+                if let Ok(free) = karst_storage::space::free_bytes(logs.dir()) {
+                    metrics::gauge!("karst_log_dir_free_bytes").set(free as f64);
+                }
                 for log in logs.all() {
                     let partition = log.topic_partition();
                     metrics::gauge!(

@@ -60,6 +60,9 @@ def test_metrics_count_requests_messages_bytes_and_log_size_per_topic(brokers):
     backends = [b for b in ("io_uring", "portable")
                 if metric_value(metrics, f'karst_storage_io_backend{{backend="{b}"}}') == 1]
     assert len(backends) == 1, metrics[:3000]
+    # The data volume's free space, next to the reserve appends may not eat into.
+    assert (metric_value(metrics, "karst_log_dir_free_bytes") or 0) > 0, metrics[:3000]
+    assert metric_value(metrics, "karst_log_dir_min_free_bytes") == 256 * 1024 * 1024
 
     # Log sizes are sampled every few seconds.
     def log_size():

@@ -25,7 +25,8 @@ from typing import Optional
 
 import pytest
 
-from karst import LOOPBACK, die_with_parent, free_port, port_is_free, wait_until
+from karst import (LOOPBACK, confluent_producer, consume_partitions, die_with_parent, free_port, port_is_free,
+                   wait_until)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO_ROOT / "config"
@@ -310,6 +311,31 @@ def test_single_toml_starts_a_single_node(brokers, tmp_path):
     quorum = json.loads(result.stdout)
     assert quorum["leader_id"] == 1
     assert [(v["node_id"], v["status"], v["lag"]) for v in quorum["voters"]] == [(1, "leader", 0)]
+
+
+def exported_metric_names(broker) -> set[str]:
+    status, text = broker.http_get("/metrics")
+    assert status == 200, text
+    return {re.split(r"[{ ]", line, 1)[0] for line in text.splitlines() if line and not line.startswith("#")}
+
+
+def test_every_metric_the_grafana_dashboard_charts_is_exported(brokers):
+    """A dashboard panel over a metric the broker does not export stays empty without a word:
+    each series the dashboard queries must exist on a node that has served traffic."""
+    dashboard = json.loads((CONFIG_DIR / "grafana" / "karst.json").read_text())
+    charted = {name for panel in dashboard["panels"] for target in panel["targets"]
+               for name in re.findall(r"([a-z_]+)\{instance", target["expr"])}
+    assert len(charted) >= 8, charted
+    broker = brokers.start()
+    producer = confluent_producer(broker)
+    for index in range(10):
+        producer.produce("charted", f"value-{index}".encode(), partition=0)
+    assert producer.flush(30) == 0
+    assert len(consume_partitions(broker, "charted", {0: 10})[0]) == 10
+    try:
+        wait_until(lambda: charted <= exported_metric_names(broker), timeout_s=15, what="every charted metric")
+    except AssertionError:
+        raise AssertionError(f"charted but not exported: {sorted(charted - exported_metric_names(broker))}")
 
 
 def require_local_cluster_ports() -> None:
