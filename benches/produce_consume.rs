@@ -6,9 +6,9 @@
 //! 3,000,000 records of 200 bytes produced with acks=all as fast as the client goes,
 //! per-record latency from send to delivery report; then all of them consumed by one
 //! consumer and again by two. Modes: each I/O backend with fsync before ack, zero-copy fetch
-//! off, Kafka-style deferred flushing (`log.flush.interval.messages` = Long.MAX) as the
-//! baseline that shows what durability costs, and keyed records (the client's per-batch
-//! costs). Then a paced producer offering 50 MB/s for the latency percentiles. The CPU
+//! off, the free-space reserve off (what its statvfs per group costs), Kafka-style deferred
+//! flushing (`log.flush.interval.messages` = Long.MAX) as the baseline that shows what
+//! durability costs, and keyed records (the client's per-batch costs). Then a paced producer offering 50 MB/s for the latency percentiles. The CPU
 //! columns are the broker's and the client's share of one core during the phase, read from
 //! `/proc`. Prints Markdown tables.
 //!
@@ -453,10 +453,15 @@ fn main() {
         dd_dsync(&root)
     );
     let uring = "log.io.backend=io_uring";
-    let modes: [(&str, Vec<&str>, Keys); 5] = [
+    let modes: [(&str, Vec<&str>, Keys); 6] = [
         (
             "io_uring, fsync before ack (default)",
             vec![uring],
+            Keys::None,
+        ),
+        (
+            "io_uring, fsync before ack, free-space reserve off",
+            vec![uring, "log.dir.min.free.bytes=0"],
             Keys::None,
         ),
         (
