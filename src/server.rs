@@ -360,8 +360,10 @@ async fn maintain(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
                 let _ = tokio::task::spawn_blocking(move || logs.flush_due()).await;
             }
             _ = sizes.tick() => {
-                if let Ok(free) = karst_storage::space::free_bytes(logs.dir()) {
-                    metrics::gauge!("karst_log_dir_free_bytes").set(free as f64);
+                let dir = logs.dir().to_path_buf();
+                let volume = tokio::task::spawn_blocking(move || karst_storage::space::volume_bytes(&dir)).await;
+                if let Ok(Ok(volume)) = volume {
+                    metrics::gauge!("karst_log_dir_free_bytes").set(volume.usable as f64);
                 }
                 for log in logs.all() {
                     let partition = log.topic_partition();

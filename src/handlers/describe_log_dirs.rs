@@ -6,7 +6,6 @@
 //! partition's `offset_lag` is 0 and `is_future_key` is false.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use proto_kafka::messages::describe_log_dirs_response::{
     DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
@@ -55,8 +54,11 @@ fn describe(
     if version < VOLUME_BYTES_VERSION {
         return result;
     }
-    match volume_bytes(&dir) {
-        Ok((total, usable)) => result.with_total_bytes(total).with_usable_bytes(usable),
+    let as_i64 = |bytes: u64| i64::try_from(bytes).unwrap_or(i64::MAX);
+    match karst_storage::space::volume_bytes(&dir) {
+        Ok(volume) => result
+            .with_total_bytes(as_i64(volume.total))
+            .with_usable_bytes(as_i64(volume.usable)),
         Err(error) => {
             tracing::error!(dir = %dir.display(), %error, "statvfs of the log directory failed");
             result.with_error_code(ResponseError::KafkaStorageError.code())
@@ -108,26 +110,4 @@ fn topics(broker: &Broker, request: DescribeLogDirsRequest) -> Vec<DescribeLogDi
                 .with_partitions(partitions.into_values().collect())
         })
         .collect()
-}
-
-/// (total, usable) bytes of the filesystem holding `dir`. Usable is what an unprivileged
-/// writer can still use (`f_bavail`), as Java's `FileStore.getUsableSpace` reports.
-fn volume_bytes(dir: &Path) -> std::io::Result<(i64, i64)> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
-        .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))?;
-    // SAFETY: `path` is a NUL-terminated string that outlives the call, and `stats` is a
-    // plain C struct that statvfs fills in (all-zero bytes are a valid value for it).
-    let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
-    let status = unsafe { libc::statvfs(path.as_ptr(), &mut stats) };
-    if status != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let fragment_bytes = stats.f_frsize as u64;
-    let total = stats.f_blocks as u64 * fragment_bytes;
-    let usable = stats.f_bavail as u64 * fragment_bytes;
-    Ok((
-        i64::try_from(total).unwrap_or(i64::MAX),
-        i64::try_from(usable).unwrap_or(i64::MAX),
-    ))
 }

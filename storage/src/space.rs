@@ -37,8 +37,8 @@ impl SpaceReserve {
         if self.min_free_bytes == 0 {
             return Ok(());
         }
-        let free = match free_bytes(&self.dir) {
-            Ok(free) => free,
+        let free = match volume_bytes(&self.dir) {
+            Ok(volume) => volume.usable,
             Err(error) => {
                 tracing::debug!(dir = %self.dir.display(), %error, "statvfs failed; append admitted");
                 return Ok(());
@@ -55,17 +55,31 @@ impl SpaceReserve {
     }
 }
 
-/// Bytes an unprivileged writer may still use on the volume holding `dir`.
-pub fn free_bytes(dir: &Path) -> io::Result<u64> {
+/// Size of the volume holding a directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VolumeBytes {
+    pub total: u64,
+    /// What an unprivileged writer can still use (`f_bavail`), as Java's
+    /// `FileStore.getUsableSpace` reports it.
+    pub usable: u64,
+}
+
+/// `statvfs` of the volume holding `dir`. A filesystem call that can stall on a sick disk:
+/// keep it off async worker threads.
+pub fn volume_bytes(dir: &Path) -> io::Result<VolumeBytes> {
     let path = CString::new(dir.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"))?;
-    // SAFETY: `path` is a valid NUL-terminated string and `stat` a writable statvfs that
-    // the call fills in; nothing is retained past the call.
+    // SAFETY: `path` is a NUL-terminated string that outlives the call, and `stat` a plain C
+    // struct that statvfs fills in (all-zero bytes are a valid value for it).
     let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
     if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
+    let fragment_bytes = stat.f_frsize as u64;
+    Ok(VolumeBytes {
+        total: (stat.f_blocks as u64).saturating_mul(fragment_bytes),
+        usable: (stat.f_bavail as u64).saturating_mul(fragment_bytes),
+    })
 }
 
 #[cfg(test)]
@@ -75,8 +89,9 @@ mod tests {
     #[test]
     fn a_reserve_refuses_what_would_go_below_it_and_zero_admits_everything() {
         let dir = tempfile::tempdir().unwrap();
-        let free = free_bytes(dir.path()).unwrap();
-        assert!(free > 0);
+        let volume = volume_bytes(dir.path()).unwrap();
+        let free = volume.usable;
+        assert!(free > 0 && volume.total >= free, "{volume:?}");
         assert_eq!(SpaceReserve::new(dir.path(), 0).admit(u64::MAX), Ok(()));
         assert_eq!(SpaceReserve::new(dir.path(), 1).admit(0), Ok(()));
         let above_free = SpaceReserve::new(dir.path(), free.saturating_mul(2));
