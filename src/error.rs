@@ -17,6 +17,14 @@ impl ApiError {
         }
     }
 
+    /// UNKNOWN_TOPIC_OR_PARTITION for a topic the metadata image does not hold.
+    pub fn unknown_topic(name: &str) -> ApiError {
+        ApiError::new(
+            ResponseError::UnknownTopicOrPartition,
+            format!("The topic '{name}' does not exist."),
+        )
+    }
+
     pub fn code(&self) -> i16 {
         self.code.code()
     }

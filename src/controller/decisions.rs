@@ -322,12 +322,9 @@ pub fn create_partitions(
     assignments: Option<Vec<Vec<i32>>>,
     validate_only: bool,
 ) -> Result<Vec<MetadataRecord>, ApiError> {
-    let topic = image.topic(name).ok_or_else(|| {
-        ApiError::new(
-            ResponseError::UnknownTopicOrPartition,
-            format!("The topic '{name}' does not exist."),
-        )
-    })?;
+    let topic = image
+        .topic(name)
+        .ok_or_else(|| ApiError::unknown_topic(name))?;
     let current = topic.partitions.len() as i32;
     if count <= current {
         return Err(ApiError::new(
@@ -391,12 +388,9 @@ pub fn alter_topic_configs(
     replace_all: bool,
     validate_only: bool,
 ) -> Result<Vec<MetadataRecord>, ApiError> {
-    let topic = image.topic(name).ok_or_else(|| {
-        ApiError::new(
-            ResponseError::UnknownTopicOrPartition,
-            format!("The topic '{name}' does not exist."),
-        )
-    })?;
+    let topic = image
+        .topic(name)
+        .ok_or_else(|| ApiError::unknown_topic(name))?;
     for (key, value) in &changes {
         match value {
             Some(value) => topic::validate(key, value),

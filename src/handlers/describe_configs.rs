@@ -111,12 +111,9 @@ fn describe(
     let wanted = |name: &str| keys.is_none_or(|keys| keys.iter().any(|key| key.as_str() == name));
     match resource_type {
         RESOURCE_TYPE_TOPIC => {
-            let topic = image.topic(resource_name).ok_or_else(|| {
-                ApiError::new(
-                    ResponseError::UnknownTopicOrPartition,
-                    format!("The topic '{resource_name}' does not exist."),
-                )
-            })?;
+            let topic = image
+                .topic(resource_name)
+                .ok_or_else(|| ApiError::unknown_topic(resource_name))?;
             Ok(topic_configs(&topic.configs, config, wanted))
         }
         RESOURCE_TYPE_BROKER => {

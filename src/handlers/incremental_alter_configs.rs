@@ -96,12 +96,9 @@ pub async fn handle(
                     // Read the current overrides next to the decision, so APPEND/SUBTRACT
                     // start from the value they change.
                     let image = broker.metadata.image();
-                    let current = image.topic(&topic).ok_or_else(|| {
-                        ApiError::new(
-                            ResponseError::UnknownTopicOrPartition,
-                            format!("The topic '{topic}' does not exist."),
-                        )
-                    })?;
+                    let current = image
+                        .topic(&topic)
+                        .ok_or_else(|| ApiError::unknown_topic(&topic))?;
                     let changes = apply(&requested, &current.configs, &broker.config)?;
                     broker.alter_topic_configs(&topic, changes, false, validate_only)
                 })
