@@ -223,10 +223,10 @@ pub fn cluster_view(broker: &Broker) -> Value {
     })
 }
 
-/// `/v1/partitions`: every partition with a log on this node, its state in the metadata
-/// image and its log's offsets.
+/// `/v1/partitions`: every replica hosted on this node: its role, the controller's view as
+/// applied here (leader, epochs, replicas, ISR), its high watermark and log offsets, and as
+/// leader each follower's last fetched end.
 pub fn partitions_view(broker: &Broker) -> Value {
-    let image = broker.quorum.image();
     let mut hosted = broker.replicas.partitions();
     hosted.sort_by(|a, b| {
         let (a, b) = (&a.topic_partition, &b.topic_partition);
@@ -236,24 +236,33 @@ pub fn partitions_view(broker: &Broker) -> Value {
         .iter()
         .map(|hosted| {
             let key = &hosted.topic_partition;
-            let state = image
-                .topic(&key.topic)
-                .and_then(|topic| topic.partition(key.partition));
+            let view = hosted.view();
             let offsets = hosted.log.offsets();
+            let followers: Vec<Value> = view
+                .followers
+                .iter()
+                .map(|(id, end)| json!({"broker": id, "log_end_offset": end}))
+                .collect();
             json!({
                 "topic": key.topic,
                 "partition": key.partition,
                 "topic_id": hosted.topic_id.to_string(),
-                "leader": state.map(|s| s.leader),
-                "leader_epoch": state.map(|s| s.leader_epoch),
-                "partition_epoch": state.map(|s| s.partition_epoch),
-                "isr": state.map(|s| s.isr.clone()),
-                "replicas": state.map(|s| s.replicas.clone()),
-                "high_watermark": offsets.high_watermark.0,
+                "role": match view.role {
+                    crate::replication::Role::Leader => "leader",
+                    crate::replication::Role::Follower { .. } => "follower",
+                },
+                "leader": view.assignment.leader,
+                "leader_epoch": view.assignment.leader_epoch,
+                "partition_epoch": view.assignment.partition_epoch,
+                "isr": view.assignment.isr,
+                "replicas": view.assignment.replicas,
+                "pending_isr": view.pending_isr,
+                "followers": followers,
+                "high_watermark": view.high_watermark.0,
                 // No transactions yet: every record below the high watermark is stable.
-                "last_stable_offset": offsets.high_watermark.0,
+                "last_stable_offset": view.high_watermark.0,
                 "log_start_offset": offsets.log_start_offset.0,
-                "log_end_offset": offsets.log_end_offset.0,
+                "log_end_offset": offsets.durable_end_offset.0,
                 "size_bytes": hosted.log.size_bytes(),
             })
         })

@@ -9,13 +9,15 @@ use crate::config::BrokerConfig;
 use crate::controller::ControllerState;
 use crate::fetch_session::FetchSessionCache;
 use crate::metadata::MetadataView;
-use crate::replica::ReplicaManager;
+use crate::replication::fetcher::Fetchers;
+use crate::replication::ReplicaManager;
 
 pub struct Broker {
     pub config: BrokerConfig,
     pub quorum: Arc<MetadataQuorum>,
     pub metadata: MetadataView,
     pub replicas: ReplicaManager,
+    pub fetchers: Fetchers,
     pub fetch_sessions: FetchSessionCache,
     pub controller: ControllerState,
     /// This broker's epoch from its registration; -1 until registered.

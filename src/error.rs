@@ -41,6 +41,8 @@ impl From<&karst_storage::LogError> for ApiError {
         use karst_storage::LogError;
         let code = match error {
             LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+            // A leader whose epoch is older than the log's latest has been replaced.
+            LogError::OutOfOrder(_) => ResponseError::NotLeaderOrFollower,
             LogError::Offline(_)
             | LogError::OutOfSpace(_)
             | LogError::Corrupt { .. }

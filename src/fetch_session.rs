@@ -25,6 +25,8 @@ pub const SESSION_IDLE_EVICTION: Duration = Duration::from_secs(120);
 pub struct SessionPartition {
     pub fetch_offset: i64,
     pub partition_max_bytes: i32,
+    /// The leader epoch the client believes current (-1: unknown, not checked).
+    pub current_leader_epoch: i32,
     pub last_high_watermark: i64,
     pub last_log_start_offset: i64,
 }
@@ -123,6 +125,7 @@ impl FetchSessionCache {
             let entry = session.partitions.entry(key).or_default();
             entry.fetch_offset = update.fetch_offset;
             entry.partition_max_bytes = update.partition_max_bytes;
+            entry.current_leader_epoch = update.current_leader_epoch;
         }
         Ok(SessionUse::Incremental(
             session_id,

@@ -10,7 +10,7 @@
 //! | [`handlers`] | one file per Kafka API, the registry that dispatches and feeds ApiVersions |
 //! | [`controller`] | topic create/delete/partitions/config decisions -> metadata records |
 //! | [`metadata`] | metadata image, records, the durable record journal |
-//! | [`replica`] | the replica manager: hosted partitions, appends, reads |
+//! | [`replication`] | hosted replicas (leader and follower): high watermark, ISR, follower fetchers, acks=all |
 //! | [`fetch_session`] | incremental fetch sessions (KIP-227) |
 //! | [`admin`] | admin HTTP listener: `/metrics` (Prometheus) and `/health` |
 //! | [`client`], [`cli`] | a small Kafka client and the `karst topics|produce|consume|storage|cluster` tools |
@@ -32,6 +32,6 @@ pub mod handlers;
 pub mod meta_properties;
 pub mod metadata;
 pub mod network;
-pub mod replica;
+pub mod replication;
 pub mod server;
 pub mod systemd;

@@ -15,7 +15,7 @@ use crate::broker::Broker;
 use crate::config::BrokerConfig;
 use crate::fetch_session::FetchSessionCache;
 use crate::metadata::MetadataView;
-use crate::replica::ReplicaManager;
+use crate::replication::ReplicaManager;
 use karst_raft::{MetadataQuorum, QuorumOptions};
 
 /// Arguments of `karst server`.
@@ -100,6 +100,7 @@ async fn serve(config: BrokerConfig, source: String) -> anyhow::Result<()> {
         metadata: MetadataView::new(Arc::clone(&quorum)),
         quorum: Arc::clone(&quorum),
         replicas,
+        fetchers: Default::default(),
         controller: Default::default(),
         broker_epoch: std::sync::atomic::AtomicI64::new(-1),
         directory_id: identity.directory_id.clone(),
@@ -118,6 +119,10 @@ async fn serve(config: BrokerConfig, source: String) -> anyhow::Result<()> {
     };
     let (shutdown_sender, shutdown) = watch::channel(false);
     let images = tokio::spawn(follow_images(Arc::clone(&broker), shutdown.clone()));
+    let isr_checks = tokio::spawn(crate::replication::isr::run_shrink_checks(
+        Arc::clone(&broker),
+        shutdown.clone(),
+    ));
     let duties = tokio::spawn(crate::controller::run_duties(
         Arc::clone(&broker),
         shutdown.clone(),
@@ -190,6 +195,10 @@ async fn serve(config: BrokerConfig, source: String) -> anyhow::Result<()> {
     let _ = admin.await;
     let _ = maintenance.await;
     let _ = images.await;
+    let _ = isr_checks.await;
+    if let Err(error) = broker.replicas.checkpoint_high_watermarks() {
+        tracing::error!(%error, "writing the high watermark checkpoint at shutdown failed");
+    }
     let _ = duties.await;
     if let Some(lifecycle) = lifecycle {
         if let Ok(Err(error)) = lifecycle.await {
@@ -285,12 +294,20 @@ async fn wait_for_registration(
     }
 }
 
-/// Applies each new metadata image to the local partitions, until shutdown.
+/// Applies each new metadata image to the local partitions and starts the follower
+/// fetchers they need, until shutdown. Fetchers are also reconciled every second: one that
+/// stopped as its last partition moved away may be wanted again before the next image.
 async fn follow_images(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
     let mut images = broker.quorum.subscribe();
+    let mut reconcile = tokio::time::interval(FETCHER_RECONCILE_INTERVAL);
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
+            _ = reconcile.tick() => {
+                let leaders = broker.replicas.followed_leaders();
+                broker.fetchers.reconcile(&broker, &leaders, &shutdown);
+                continue;
+            }
             changed = images.changed() => {
                 if changed.is_err() {
                     return;
@@ -303,9 +320,60 @@ async fn follow_images(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>)
             applier.replicas.apply_image(&image, &applier.config)
         })
         .await;
-        if let Ok(Err(error)) = outcome {
-            tracing::error!(error = %format!("{error:#}"), "applying a metadata image failed");
+        match outcome {
+            Ok(Ok(leaders)) => broker.fetchers.reconcile(&broker, &leaders, &shutdown),
+            Ok(Err(error)) => {
+                tracing::error!(error = %format!("{error:#}"), "applying a metadata image failed")
+            }
+            Err(error) => tracing::error!(%error, "applying a metadata image panicked"),
         }
+    }
+}
+
+/// Replication gauges for Prometheus: under-replicated and offline partitions led here,
+/// and each follower's lag behind this leader.
+fn publish_replication_gauges(broker: &Broker) {
+    let mut under_replicated = 0;
+    let mut at_min_isr = 0;
+    for partition in broker.replicas.partitions() {
+        let view = partition.view();
+        if view.role != crate::replication::Role::Leader {
+            continue;
+        }
+        if view.assignment.isr.len() < view.assignment.replicas.len() {
+            under_replicated += 1;
+        }
+        if (view.assignment.isr.len() as i32) <= view.min_insync_replicas {
+            at_min_isr += 1;
+        }
+        for (follower, end) in &view.followers {
+            let lag = if *end < 0 {
+                view.log_end_offset.0
+            } else {
+                view.log_end_offset.0 - end
+            };
+            metrics::gauge!(
+                "kafka_server_fetcherlagmetrics_consumerlag",
+                "topic" => partition.topic_partition.topic.clone(),
+                "partition" => partition.topic_partition.partition.to_string(),
+                "follower" => follower.to_string()
+            )
+            .set(lag as f64);
+        }
+    }
+    metrics::gauge!("kafka_server_replicamanager_underreplicatedpartitions")
+        .set(under_replicated as f64);
+    metrics::gauge!("kafka_server_replicamanager_atminisrpartitioncount").set(at_min_isr as f64);
+    let image = broker.metadata.image();
+    if broker.quorum.status().leader_id == Some(broker.quorum.node_id()) {
+        let offline = image
+            .topics
+            .values()
+            .flat_map(|topic| topic.partitions.iter())
+            .filter(|partition| partition.leader == -1)
+            .count();
+        metrics::gauge!("kafka_controller_kafkacontroller_offlinepartitionscount")
+            .set(offline as f64);
     }
 }
 
@@ -333,6 +401,9 @@ impl ShutdownSignals {
     }
 }
 
+/// How often follower fetchers are checked against the partitions this node follows.
+const FETCHER_RECONCILE_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Retention, checkpoints, deferred flushes and size gauges, until shutdown.
 async fn maintain(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
     let mut retention = tokio::time::interval(Duration::from_millis(
@@ -341,6 +412,12 @@ async fn maintain(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
     let mut checkpoint =
         tokio::time::interval(Duration::from_millis(broker.config.checkpoint_interval_ms));
     let mut flush = tokio::time::interval(FLUSH_CHECK_INTERVAL);
+    let mut high_watermarks = tokio::time::interval(Duration::from_millis(
+        broker
+            .config
+            .replication
+            .high_watermark_checkpoint_interval_ms,
+    ));
     let mut sizes = tokio::time::interval(SIZE_METRICS_INTERVAL);
     let logs = Arc::clone(broker.replicas.logs());
     loop {
@@ -355,6 +432,14 @@ async fn maintain(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
                 if let Ok(Err(error)) = outcome {
                     tracing::error!(%error, "writing checkpoints failed");
                 }
+            }
+            _ = high_watermarks.tick() => {
+                let replicas = Arc::clone(&broker);
+                let outcome = tokio::task::spawn_blocking(move || replicas.replicas.checkpoint_high_watermarks()).await;
+                if let Ok(Err(error)) = outcome {
+                    tracing::error!(%error, "writing the high watermark checkpoint failed");
+                }
+                publish_replication_gauges(&broker);
             }
             _ = flush.tick() => {
                 let _ = tokio::task::spawn_blocking(move || logs.flush_due()).await;

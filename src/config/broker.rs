@@ -83,6 +83,12 @@ pub const BROKER_KEYS: &[KeyDef] = keys![
     "fetch.zero.copy.enable", Boolean, "true", "Send fetched records with sendfile when they are in a verified segment prefix.";
     "compression.type", String, "producer", "Broker default compression.type.";
     "unclean.leader.election.enable", Boolean, "false", "Default unclean.leader.election.enable.";
+    "replica.lag.time.max.ms", Long, "30000", "A follower that has not caught up with the leader's log end for this long leaves the ISR.";
+    "replica.fetch.wait.max.ms", Int, "500", "Longest a follower's fetch waits at the leader for new records.";
+    "replica.fetch.max.bytes", Int, "1048576", "Bytes a follower fetches per partition per request (at least one batch).";
+    "replica.fetch.response.max.bytes", Int, "10485760", "Bytes a follower fetches per request, all partitions together.";
+    "replica.fetch.backoff.ms", Int, "1000", "Pause of a follower's fetcher after an error from its leader.";
+    "replica.high.watermark.checkpoint.interval.ms", Long, "5000", "How often high watermarks are checkpointed.";
 ];
 
 pub fn key(name: &str) -> Option<&'static KeyDef> {
@@ -133,6 +139,19 @@ pub struct BrokerConfig {
     /// `log.cleaner.*` settings of the cleaner thread.
     pub cleaner: karst_storage::CleanerOptions,
     pub fetch_zero_copy: bool,
+    /// `replica.*` settings: follower fetching and ISR membership.
+    pub replication: ReplicationOptions,
+}
+
+/// How followers fetch and when they leave the ISR (`replica.*` keys, Kafka's meanings).
+#[derive(Clone, Debug)]
+pub struct ReplicationOptions {
+    pub lag_time_max_ms: u64,
+    pub fetch_wait_max_ms: i32,
+    pub fetch_partition_bytes_max: i32,
+    pub fetch_response_bytes_max: i32,
+    pub fetch_backoff_ms: u64,
+    pub high_watermark_checkpoint_interval_ms: u64,
 }
 
 impl BrokerConfig {
@@ -371,6 +390,16 @@ impl BrokerConfig {
             )
             .max(0) as usize,
             fetch_zero_copy: get("fetch.zero.copy.enable") == "true",
+            replication: ReplicationOptions {
+                lag_time_max_ms: positive("replica.lag.time.max.ms")? as u64,
+                fetch_wait_max_ms: non_negative("replica.fetch.wait.max.ms")? as i32,
+                fetch_partition_bytes_max: positive("replica.fetch.max.bytes")? as i32,
+                fetch_response_bytes_max: positive("replica.fetch.response.max.bytes")? as i32,
+                fetch_backoff_ms: non_negative("replica.fetch.backoff.ms")? as u64,
+                high_watermark_checkpoint_interval_ms: positive(
+                    "replica.high.watermark.checkpoint.interval.ms",
+                )? as u64,
+            },
             cleaner_enabled: get("log.cleaner.enable") == "true",
             cleaner: cleaner_options(&get)?,
             explicit,

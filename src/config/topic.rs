@@ -59,7 +59,7 @@ pub const TOPIC_KEYS: &[TopicKey] = topic_keys![
     "segment.index.bytes", Int, [], "10485760", false;
     "segment.jitter.ms", Long, [], "0", false;
     "segment.ms", Long, ["log.roll.ms", "log.roll.hours"], "604800000", true;
-    "unclean.leader.election.enable", Boolean, ["unclean.leader.election.enable"], "false", false;
+    "unclean.leader.election.enable", Boolean, ["unclean.leader.election.enable"], "false", true;
 ];
 
 pub fn key(name: &str) -> Option<&'static TopicKey> {
@@ -219,6 +219,21 @@ pub fn min_insync_replicas(overrides: &BTreeMap<String, String>, broker: &Broker
     .value
     .parse()
     .unwrap_or(1)
+}
+
+/// `unclean.leader.election.enable` of a topic: may a replica outside the ISR become leader
+/// when no in-sync one is alive (losing what only the ISR had)?
+pub fn unclean_leader_election(
+    overrides: &BTreeMap<String, String>,
+    broker: &BrokerConfig,
+) -> bool {
+    resolve(
+        key("unclean.leader.election.enable").expect("declared"),
+        overrides,
+        broker,
+    )
+    .value
+        == "true"
 }
 
 #[cfg(test)]

@@ -426,30 +426,173 @@ pub fn alter_topic_configs(
     Ok(records)
 }
 
-/// Leadership changes when `broker` stops being able to lead (fenced): each partition it
-/// leads gets the first other in-sync, unfenced replica, or no leader.
-pub fn move_leadership_away(image: &MetadataImage, broker: i32) -> Vec<MetadataRecord> {
+/// What a partition leader asks the controller for (AlterPartition).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IsrChange {
+    pub broker_id: i32,
+    pub broker_epoch: i64,
+    pub topic_id: Uuid,
+    pub partition: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub isr: Vec<i32>,
+}
+
+/// AlterPartition, fenced as in KRaft: only the current leader, at the current leader epoch
+/// and partition epoch, may change the ISR; the ISR keeps the leader, names only replicas,
+/// and admits only registered, unfenced brokers.
+pub fn alter_partition(
+    image: &MetadataImage,
+    change: &IsrChange,
+) -> Result<(Vec<MetadataRecord>, super::ControllerReply), ApiError> {
+    let refuse = |code, message: String| Err(ApiError::new(code, message));
+    if image
+        .broker(change.broker_id)
+        .is_none_or(|b| b.broker_epoch != change.broker_epoch)
+    {
+        return refuse(
+            ResponseError::StaleBrokerEpoch,
+            format!(
+                "broker {} epoch {} is not current",
+                change.broker_id, change.broker_epoch
+            ),
+        );
+    }
+    let Some(partition) = image
+        .topic_by_id(&change.topic_id)
+        .and_then(|topic| topic.partition(change.partition))
+    else {
+        return refuse(
+            ResponseError::UnknownTopicOrPartition,
+            format!(
+                "no partition {} of topic {}",
+                change.partition, change.topic_id
+            ),
+        );
+    };
+    if partition.leader != change.broker_id {
+        return refuse(
+            ResponseError::NotLeaderOrFollower,
+            format!("broker {} does not lead this partition", change.broker_id),
+        );
+    }
+    if partition.leader_epoch != change.leader_epoch {
+        return refuse(
+            ResponseError::FencedLeaderEpoch,
+            format!(
+                "leader epoch {} is not the current {}",
+                change.leader_epoch, partition.leader_epoch
+            ),
+        );
+    }
+    if partition.partition_epoch != change.partition_epoch {
+        return refuse(
+            ResponseError::InvalidUpdateVersion,
+            format!(
+                "partition epoch {} is not the current {}",
+                change.partition_epoch, partition.partition_epoch
+            ),
+        );
+    }
+    let eligible =
+        |id: &i32| partition.replicas.contains(id) && image.broker(*id).is_some_and(|b| !b.fenced);
+    if !change.isr.contains(&change.broker_id) || !change.isr.iter().all(eligible) {
+        return refuse(
+            ResponseError::IneligibleReplica,
+            format!(
+                "ISR {:?} must hold the leader and only live replicas of {:?}",
+                change.isr, partition.replicas
+            ),
+        );
+    }
+    let unchanged = super::ControllerReply::PartitionState {
+        leader_epoch: partition.leader_epoch,
+        partition_epoch: partition.partition_epoch,
+        isr: partition.isr.clone(),
+    };
+    let mut wanted = change.isr.clone();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let mut current = partition.isr.clone();
+    current.sort_unstable();
+    if wanted == current {
+        return Ok((Vec::new(), unchanged));
+    }
+    // Keep the replica order for the members (Metadata lists the ISR in that order).
+    let isr: Vec<i32> = partition
+        .replicas
+        .iter()
+        .copied()
+        .filter(|id| wanted.contains(id))
+        .collect();
+    Ok((
+        vec![MetadataRecord::PartitionChange {
+            topic_id: change.topic_id,
+            partition: change.partition,
+            leader: None,
+            isr: Some(isr.clone()),
+            replicas: None,
+        }],
+        super::ControllerReply::PartitionState {
+            leader_epoch: partition.leader_epoch,
+            partition_epoch: partition.partition_epoch + 1,
+            isr,
+        },
+    ))
+}
+
+/// Leadership and ISR changes when `broker` stops being able to serve (fenced): each
+/// partition it leads gets the first other in-sync, unfenced replica — or, when none is
+/// alive and the topic allows unclean election, the first live replica (which may lack
+/// acknowledged records) — or no leader; it leaves the ISR of every partition that keeps
+/// another member (the last member stays, as in Kafka, so a later clean election is
+/// still possible when it returns).
+pub fn move_leadership_away(
+    image: &MetadataImage,
+    broker: i32,
+    unclean_allowed: &dyn Fn(&BTreeMap<String, String>) -> bool,
+) -> Vec<MetadataRecord> {
     let usable = |id: i32| id != broker && image.broker(id).is_some_and(|b| !b.fenced);
     let mut records = Vec::new();
     for topic in image.topics.values() {
-        for partition in topic.partitions.iter().filter(|p| p.leader == broker) {
-            let leader = partition
+        for partition in &topic.partitions {
+            let without: Vec<i32> = partition
+                .isr
+                .iter()
+                .copied()
+                .filter(|id| *id != broker)
+                .collect();
+            if partition.leader != broker {
+                if partition.isr.contains(&broker) && !without.is_empty() {
+                    records.push(MetadataRecord::PartitionChange {
+                        topic_id: topic.topic_id,
+                        partition: partition.partition,
+                        leader: None,
+                        isr: Some(without),
+                        replicas: None,
+                    });
+                }
+                continue;
+            }
+            let clean = partition
                 .replicas
                 .iter()
                 .copied()
-                .find(|id| partition.isr.contains(id) && usable(*id))
-                .unwrap_or(-1);
-            let isr = if leader == -1 {
-                None
-            } else {
-                Some(
-                    partition
-                        .isr
-                        .iter()
-                        .copied()
-                        .filter(|id| *id != broker)
-                        .collect(),
-                )
+                .find(|id| partition.isr.contains(id) && usable(*id));
+            let (leader, isr) = match clean {
+                Some(leader) => (leader, Some(without)),
+                None => match partition.replicas.iter().copied().find(|id| usable(*id)) {
+                    Some(leader) if unclean_allowed(&topic.configs) => {
+                        tracing::warn!(
+                            topic = %topic.name,
+                            partition = partition.partition,
+                            leader,
+                            "unclean leader election: no in-sync replica is alive"
+                        );
+                        (leader, Some(vec![leader]))
+                    }
+                    _ => (-1, None),
+                },
             };
             records.push(MetadataRecord::PartitionChange {
                 topic_id: topic.topic_id,

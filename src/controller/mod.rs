@@ -70,6 +70,8 @@ pub enum ControllerRequest {
         broker_epoch: i64,
         want_shut_down: bool,
     },
+    /// A partition leader asks for a new ISR (Kafka's AlterPartition).
+    AlterPartition(decisions::IsrChange),
 }
 
 /// What a broker registers with.
@@ -104,6 +106,12 @@ pub enum ControllerReply {
     HeartbeatAck {
         registered: bool,
         fenced: bool,
+    },
+    /// The partition after an AlterPartition: what the leader should now hold.
+    PartitionState {
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: Vec<i32>,
     },
     Failed {
         code: i16,
@@ -308,6 +316,10 @@ impl Broker {
                 broker_epoch,
                 want_shut_down,
             } => self.decide_heartbeat(image, broker_id, broker_epoch, want_shut_down),
+            ControllerRequest::AlterPartition(change) => {
+                let (records, reply) = decisions::alter_partition(image, &change)?;
+                (records, reply, AfterWrite::Nothing)
+            }
         })
     }
 
@@ -455,7 +467,11 @@ impl Broker {
                     broker_id,
                     broker_epoch,
                 });
-                records.extend(decisions::move_leadership_away(image, broker_id));
+                records.extend(decisions::move_leadership_away(
+                    image,
+                    broker_id,
+                    &|configs| crate::config::topic::unclean_leader_election(configs, &self.config),
+                ));
                 tracing::info!(
                     broker = broker_id,
                     "controlled shutdown: fencing and moving leaderships"
@@ -561,7 +577,11 @@ impl Broker {
                 broker_id,
                 broker_epoch,
             }];
-            records.extend(decisions::move_leadership_away(&image, broker_id));
+            records.extend(decisions::move_leadership_away(
+                &image,
+                broker_id,
+                &|configs| crate::config::topic::unclean_leader_election(configs, &self.config),
+            ));
             tracing::warn!(
                 broker = broker_id,
                 session_timeout_ms = self.config.broker_session_timeout_ms,

@@ -125,10 +125,21 @@ fn delete_before(broker: &Broker, key: &TopicPartition, offset: i64) -> Result<O
         .replicas
         .leader_partition(key, &broker.metadata.image())?;
     let log = &partition.log;
+    let high_watermark = partition.high_watermark();
     let offset = match offset {
-        HIGH_WATERMARK => log.offsets().high_watermark,
+        HIGH_WATERMARK => high_watermark,
         offset => Offset(offset),
     };
+    // Only replicated records may go: followers follow the leader's log start.
+    if offset > high_watermark {
+        return Err(ApiError::new(
+            ResponseError::OffsetOutOfRange,
+            format!(
+                "{key}: offset {} is past the high watermark {}",
+                offset.0, high_watermark.0
+            ),
+        ));
+    }
     let log_start_offset = log
         .delete_records_before(offset)
         .map_err(|error| ApiError::from(&error))?;

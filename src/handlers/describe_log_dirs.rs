@@ -92,10 +92,13 @@ fn topics(broker: &Broker, request: DescribeLogDirsRequest) -> Vec<DescribeLogDi
         let Some(partition) = broker.replicas.partition(&key) else {
             continue;
         };
+        // Kafka's lag of a replica: how far its log end trails the high watermark it knows.
+        let view = partition.view();
+        let offset_lag = (view.high_watermark.0 - view.log_end_offset.0).max(0);
         let described = DescribeLogDirsPartition::default()
             .with_partition_index(key.partition)
             .with_partition_size(partition.log.size_bytes() as i64)
-            .with_offset_lag(0)
+            .with_offset_lag(offset_lag)
             .with_is_future_key(false);
         by_topic
             .entry(key.topic)

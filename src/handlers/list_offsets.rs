@@ -14,7 +14,7 @@ use karst_storage::{BatchHeader, LogError, TopicPartition};
 use super::RequestContext;
 use crate::broker::SharedBroker;
 use crate::error::ApiError;
-use crate::replica::Partition;
+use crate::replication::Partition;
 
 pub const LATEST_TIMESTAMP: i64 = -1;
 pub const EARLIEST_TIMESTAMP: i64 = -2;
@@ -76,21 +76,31 @@ pub async fn handle(
 /// (offset, timestamp, leader epoch) for one partition.
 fn lookup(partition: &Partition, timestamp: i64) -> Result<(i64, i64, i32), ApiError> {
     let offsets = partition.log.offsets();
-    let epoch = partition.leader_epoch;
+    let epoch = partition.leader_epoch().0;
+    // Consumers see the log below the high watermark only.
+    let high_watermark = partition.high_watermark();
     let to_api = |error: LogError| ApiError::from(&error);
     match timestamp {
-        LATEST_TIMESTAMP => Ok((offsets.high_watermark.0, -1, epoch)),
+        LATEST_TIMESTAMP => Ok((high_watermark.0, -1, epoch)),
         EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => {
             Ok((offsets.log_start_offset.0, -1, epoch))
         }
-        MAX_TIMESTAMP => match partition.log.batch_with_max_timestamp().map_err(to_api)? {
+        MAX_TIMESTAMP => match partition
+            .log
+            .batch_with_max_timestamp(high_watermark)
+            .map_err(to_api)?
+        {
             Some(batch) => record_with(&batch, |records| {
                 let max = records.iter().map(|r| r.1).max()?;
                 records.iter().find(|r| r.1 == max).copied()
             }),
             None => Ok((-1, -1, -1)),
         },
-        target if target >= 0 => match partition.log.batch_for_timestamp(target).map_err(to_api)? {
+        target if target >= 0 => match partition
+            .log
+            .batch_for_timestamp(target, high_watermark)
+            .map_err(to_api)?
+        {
             Some(batch) => record_with(&batch, |records| {
                 records.iter().find(|r| r.1 >= target).copied()
             }),

@@ -34,6 +34,7 @@ pub mod fetch;
 pub mod incremental_alter_configs;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_for_leader_epoch;
 pub mod produce;
 
 /// A response still being computed; `None` means "send nothing" (acks=0 produce).
@@ -231,6 +232,7 @@ registry! {
     DeleteRecords => delete_records::DeleteRecordsRequest, 0..=2, lazy;
     DescribeLogDirs => describe_log_dirs::DescribeLogDirsRequest, 1..=4, lazy;
     DescribeQuorum => describe_quorum::DescribeQuorumRequest, 0..=2, lazy;
+    OffsetForLeaderEpoch => offset_for_leader_epoch::OffsetForLeaderEpochRequest, 0..=4, lazy;
 }
 
 /// The registry entry of `api`, if served.

@@ -14,13 +14,20 @@ use proto_kafka::ResponseError;
 use karst_storage::{AppendInfo, LogError, TopicPartition};
 use tokio::sync::oneshot;
 
+use std::sync::Arc;
+
 use super::{Reply, RequestContext};
 use crate::broker::SharedBroker;
 use crate::error::ApiError;
+use crate::replication::purgatory::wait_for_replication;
+use crate::replication::Partition;
 
 enum Pending {
     Failed(ApiError),
-    Appending(oneshot::Receiver<Result<AppendInfo, LogError>>),
+    Appending {
+        partition: Arc<Partition>,
+        receiver: oneshot::Receiver<Result<AppendInfo, LogError>>,
+    },
 }
 
 pub fn handle(
@@ -58,20 +65,27 @@ pub fn handle(
             for (index, pending) in partitions {
                 let outcome = match pending {
                     Pending::Failed(error) => Err(error),
-                    Pending::Appending(receiver) => {
-                        match tokio::time::timeout_at(deadline, receiver).await {
-                            Ok(Ok(Ok(info))) => Ok(info),
-                            Ok(Ok(Err(error))) => Err(ApiError::from(&error)),
-                            Ok(Err(_)) => Err(ApiError::new(
-                                ResponseError::UnknownServerError,
-                                "append was dropped",
-                            )),
-                            Err(_) => Err(ApiError::new(
-                                ResponseError::RequestTimedOut,
-                                "append did not complete within timeout_ms",
-                            )),
+                    Pending::Appending {
+                        partition,
+                        receiver,
+                    } => match tokio::time::timeout_at(deadline, receiver).await {
+                        // Durable here; acks=all also waits for the ISR (the high watermark).
+                        Ok(Ok(Ok(info))) if acks == -1 => {
+                            wait_for_replication(&partition, info.last_offset.plus(1), deadline)
+                                .await
+                                .map(|()| info)
                         }
-                    }
+                        Ok(Ok(Ok(info))) => Ok(info),
+                        Ok(Ok(Err(error))) => Err(ApiError::from(&error)),
+                        Ok(Err(_)) => Err(ApiError::new(
+                            ResponseError::UnknownServerError,
+                            "append was dropped",
+                        )),
+                        Err(_) => Err(ApiError::new(
+                            ResponseError::RequestTimedOut,
+                            "append did not complete within timeout_ms",
+                        )),
+                    },
                 };
                 partition_responses.push(partition_response(index, outcome, version));
             }
@@ -120,7 +134,10 @@ fn start_append(
         ));
     };
     match broker.replicas.append(&hosted, records, acks) {
-        Ok(receiver) => Pending::Appending(receiver),
+        Ok(receiver) => Pending::Appending {
+            partition: hosted,
+            receiver,
+        },
         Err(error) => {
             tracing::debug!(partition = %key, %error, "produce refused");
             Pending::Failed(error)

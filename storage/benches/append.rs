@@ -16,7 +16,8 @@ use bytes::Bytes;
 use karst_storage::batch::write_varint;
 use karst_storage::io::{select_backend, BackendChoice};
 use karst_storage::{
-    validate_produced, LeaderEpoch, LogConfig, LogManager, LogManagerOptions, TopicPartition,
+    validate_produced, AppendOrigin, LeaderEpoch, LogConfig, LogManager, LogManagerOptions,
+    TopicPartition,
 };
 
 const GROUP_SIZES: &[(usize, &str)] = &[
@@ -121,7 +122,7 @@ fn appends(dir: &Path, choice: BackendChoice, group_bytes: usize, partitions: us
                     manager.append(
                         Arc::clone(&log),
                         batches,
-                        LeaderEpoch(0),
+                        AppendOrigin::Leader(LeaderEpoch(0)),
                         Box::new(move |outcome| sender.send(outcome).unwrap()),
                     );
                     receiver.recv().unwrap().expect("append");

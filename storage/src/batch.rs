@@ -286,6 +286,49 @@ pub fn validate_produced(
     Ok(batches)
 }
 
+/// Splits fetched record bytes from a partition leader into batches for a follower to
+/// append with the leader's offsets and epochs.
+///
+/// Checks framing, magic 2 and CRC-32C of every batch, and that offsets rise. A trailing
+/// partial batch is dropped, not an error: a leader's fetch response may end inside a
+/// batch (the follower fetches it whole next time). Control batches are the leader's own
+/// and are kept.
+pub fn validate_replicated(records: &Bytes) -> Result<Vec<ValidBatch>, BatchError> {
+    let mut batches: Vec<ValidBatch> = Vec::new();
+    let mut position = 0;
+    while position < records.len() {
+        let rest = &records[position..];
+        let Some(header) = BatchHeader::parse(rest) else {
+            break;
+        };
+        if header.size_bytes > rest.len() {
+            break;
+        }
+        if header.magic != CURRENT_MAGIC || !crc_matches(rest, &header) {
+            return Err(BatchError::Corrupt(format!(
+                "replicated batch at offset {} (byte {position}) has a bad magic or CRC",
+                header.base_offset
+            )));
+        }
+        if header.last_offset_delta < 0
+            || batches
+                .last()
+                .is_some_and(|previous| header.base_offset < previous.header.next_offset())
+        {
+            return Err(BatchError::Corrupt(format!(
+                "replicated batch at offset {} does not follow the one before it",
+                header.base_offset
+            )));
+        }
+        batches.push(ValidBatch {
+            bytes: records.slice(position..position + header.size_bytes),
+            header,
+        });
+        position += header.size_bytes;
+    }
+    Ok(batches)
+}
+
 /// Appends `value` as a zig-zag varint (the record fields' encoding).
 pub fn write_varint(out: &mut Vec<u8>, value: i64) {
     let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;

@@ -21,10 +21,9 @@ use bytes::Bytes;
 use crate::batch::ValidBatch;
 use crate::error::LogError;
 use crate::io::{FileJob, IoBackend};
-use crate::log::{AppendInfo, Log, RollbackPoint, WritePlan};
+use crate::log::{AppendInfo, AppendOrigin, Log, RollbackPoint, WritePlan};
 use crate::segment::SegmentFile;
 use crate::space::SpaceReserve;
-use crate::types::LeaderEpoch;
 
 /// Most bytes one group takes before it is written and synced; bounds the latency that a
 /// large backlog adds to the first request of a group.
@@ -36,7 +35,7 @@ pub type Completion = Box<dyn FnOnce(Result<AppendInfo, LogError>) + Send>;
 pub struct AppendRequest {
     pub log: Arc<Log>,
     pub batches: Vec<ValidBatch>,
-    pub leader_epoch: LeaderEpoch,
+    pub origin: AppendOrigin,
     pub completion: Completion,
 }
 
@@ -166,7 +165,7 @@ fn commit_group(group: Vec<AppendRequest>, backend: &dyn IoBackend) {
                 logs.len() - 1
             }
         };
-        let plan = request.log.plan(request.batches, request.leader_epoch, now);
+        let plan = request.log.plan(request.batches, request.origin, now);
         planned.push((log_index, plan, request.completion));
     }
     // A log whose planning failed part-way is rolled back whole and its group fails with

@@ -7,13 +7,17 @@ use crate::types::Offset;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
-    /// The requested offset is outside `[log_start_offset, high_watermark]`.
-    #[error("offset {requested} is out of range [{log_start_offset}, {high_watermark}]")]
+    /// The requested offset is outside `[log_start_offset, end_offset]` of readable data.
+    #[error("offset {requested} is out of range [{log_start_offset}, {end_offset}]")]
     OffsetOutOfRange {
         requested: Offset,
         log_start_offset: Offset,
-        high_watermark: Offset,
+        end_offset: Offset,
     },
+    /// An append that would break the log's order (offsets or leader epochs going back):
+    /// nothing of it was written.
+    #[error("append refused: {0}")]
+    OutOfOrder(String),
     /// An earlier write or sync failed; the log serves nothing until restarted.
     #[error("log is offline: {0}")]
     Offline(String),
@@ -41,12 +45,13 @@ impl LogError {
             LogError::OffsetOutOfRange {
                 requested,
                 log_start_offset,
-                high_watermark,
+                end_offset,
             } => LogError::OffsetOutOfRange {
                 requested: *requested,
                 log_start_offset: *log_start_offset,
-                high_watermark: *high_watermark,
+                end_offset: *end_offset,
             },
+            LogError::OutOfOrder(reason) => LogError::OutOfOrder(reason.clone()),
             LogError::Offline(reason) => LogError::Offline(reason.clone()),
             LogError::OutOfSpace(reason) => LogError::OutOfSpace(reason.clone()),
             LogError::Corrupt { path, position } => LogError::Corrupt {

@@ -4,7 +4,7 @@
 //! Concurrency: one committer thread appends to a given log (logs are sharded over
 //! committer threads), readers run on any thread. All bookkeeping sits behind one short
 //! `Mutex`; file I/O happens outside it. Appends reserve positions under the lock and write
-//! after; readers never look past `visible_bytes`/`high_watermark`, which only advance once
+//! after; readers never look past `visible_bytes`/`durable_end_offset`, which only advance once
 //! the data is durable (or written, for logs that do not sync before acknowledging).
 
 use std::collections::BTreeMap;
@@ -17,6 +17,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::batch::{BatchHeader, ValidBatch, BATCH_HEADER_BYTES, REWRITTEN_PREFIX_BYTES};
 use crate::config::LogConfig;
+use crate::epoch_cache::{EpochCache, EpochEnd};
 use crate::error::LogError;
 use crate::io::{sync_directory, IoBackend};
 use crate::segment::{open_sealed_segment, open_segment, Segment, SegmentFile};
@@ -46,12 +47,14 @@ impl ReadData {
     }
 }
 
-/// The offsets a broker reports for a partition.
+/// What the log knows of its offsets. Which of them a reader may see (the high watermark,
+/// later the last stable offset) is decided by replication, not here.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LogOffsets {
     pub log_start_offset: Offset,
-    /// End of what consumers may read (single node: durable end of the log).
-    pub high_watermark: Offset,
+    /// End of what is durable and readable: synced (or, for logs in flush-interval mode,
+    /// written). Followers report this end to their leader.
+    pub durable_end_offset: Offset,
     /// Offset the next appended record gets.
     pub log_end_offset: Offset,
 }
@@ -74,6 +77,14 @@ pub struct AppendInfo {
     /// The broker's timestamp when the topic uses LogAppendTime, else -1.
     pub log_append_time_ms: i64,
     pub log_start_offset: Offset,
+}
+
+/// Who is appending: the leader assigns offsets and stamps its epoch; a follower copies the
+/// leader's batches with the offsets and epochs they carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppendOrigin {
+    Leader(LeaderEpoch),
+    Replica,
 }
 
 /// An append whose offsets and file positions are reserved, not yet written: what the
@@ -103,8 +114,13 @@ pub(crate) struct RollbackPoint {
 
 struct LogState {
     segments: BTreeMap<Offset, Segment>,
+    epochs: EpochCache,
+    /// Everything below this offset is synced. A roll inside a group's plan makes the new
+    /// segment active before the old one's tail is synced: the recovery point must not pass
+    /// this, or a checkpoint taken then (and a crash) would trust an unsynced tail.
+    synced_end_offset: Offset,
     log_start_offset: Offset,
-    high_watermark: Offset,
+    durable_end_offset: Offset,
     messages_since_flush: i64,
     last_flush_ms: i64,
     offline: Option<String>,
@@ -161,8 +177,11 @@ pub struct Log {
 /// A readable window of one segment file.
 struct ReadWindow {
     file: Arc<SegmentFile>,
-    /// The high watermark when the window was taken: no served batch may reach past it.
-    high_watermark: Offset,
+    /// The first offset the reader may not see (its upper bound, at most the durable end
+    /// when the window was taken): no served batch may reach past it.
+    read_bound: Offset,
+    /// The bound lies below the durable end: the window's end must be cut at it.
+    bound_below_end: bool,
     /// The segment's verified prefix (see `Segment::verified_bytes`).
     verified_bytes: u64,
     start_position: u64,
@@ -280,14 +299,18 @@ impl Log {
             .unwrap_or(first_base)
             .max(first_base)
             .min(log_end_offset);
+        let epochs = EpochCache::open(&dir, log_end_offset)
+            .map_err(LogError::io("open leader-epoch-checkpoint", &dir))?;
         Ok(Log {
             partition,
             dir,
             config: RwLock::new(Arc::new(config)),
             state: Mutex::new(LogState {
                 segments,
+                epochs,
+                synced_end_offset: log_end_offset,
                 log_start_offset,
-                high_watermark: log_end_offset,
+                durable_end_offset: log_end_offset,
                 messages_since_flush: 0,
                 last_flush_ms: now_ms,
                 offline: None,
@@ -319,12 +342,24 @@ impl Log {
         let state = self.lock();
         LogOffsets {
             log_start_offset: state.log_start_offset,
-            high_watermark: state.high_watermark,
+            durable_end_offset: state.durable_end_offset,
             log_end_offset: state.log_end_offset(),
         }
     }
 
     /// Bytes of all segments.
+    /// Where leader epoch `epoch` ended in this log (OffsetForLeaderEpoch), measured
+    /// against the log end offset.
+    pub fn end_for_epoch(&self, epoch: LeaderEpoch) -> EpochEnd {
+        let state = self.lock();
+        state.epochs.end_for(epoch, state.log_end_offset())
+    }
+
+    /// The newest leader epoch that wrote to this log.
+    pub fn latest_epoch(&self) -> Option<LeaderEpoch> {
+        self.lock().epochs.latest_epoch()
+    }
+
     pub fn size_bytes(&self) -> u64 {
         self.lock().segments.values().map(|s| s.size_bytes).sum()
     }
@@ -352,7 +387,7 @@ impl Log {
     pub(crate) fn plan(
         &self,
         batches: Vec<ValidBatch>,
-        epoch: LeaderEpoch,
+        origin: AppendOrigin,
         now_ms: i64,
     ) -> Result<WritePlan, LogError> {
         let config = self.config();
@@ -363,9 +398,15 @@ impl Log {
         let mut first_offset = None;
         let mut records = 0;
         for mut batch in batches {
-            if config.log_append_time {
-                batch.stamp_log_append_time(now_ms);
-            }
+            let epoch = match origin {
+                AppendOrigin::Leader(epoch) => {
+                    if config.log_append_time {
+                        batch.stamp_log_append_time(now_ms);
+                    }
+                    epoch
+                }
+                AppendOrigin::Replica => batch.header.leader_epoch,
+            };
             let active = state.active();
             let too_big = active.size_bytes + batch.header.size_bytes as u64 > config.segment_bytes;
             let too_old = now_ms - active.created_ms >= config.segment_ms;
@@ -373,8 +414,36 @@ impl Log {
                 self.roll_locked(&mut state, now_ms)?;
                 created_segment = true;
             }
+            let next_offset = state.log_end_offset();
+            let base_offset = match origin {
+                AppendOrigin::Leader(_) => next_offset,
+                // The leader's offsets are kept; they may skip (a compacted leader log) but
+                // never go back.
+                AppendOrigin::Replica if batch.header.base_offset >= next_offset => {
+                    batch.header.base_offset
+                }
+                AppendOrigin::Replica => {
+                    return Err(LogError::OutOfOrder(format!(
+                        "replicated batch at offset {} but the log ends at {}",
+                        batch.header.base_offset, next_offset
+                    )))
+                }
+            };
+            if state.epochs.latest_epoch() != Some(epoch) {
+                // Persisted before the batch is written: every epoch in the log is known.
+                state.epochs.assign(epoch, base_offset).map_err(|error| {
+                    if error.kind() == std::io::ErrorKind::InvalidInput {
+                        LogError::OutOfOrder(error.to_string())
+                    } else {
+                        LogError::Io {
+                            operation: "write leader-epoch-checkpoint",
+                            path: self.dir.clone(),
+                            source: error,
+                        }
+                    }
+                })?;
+            }
             let active = state.active_mut();
-            let base_offset = active.next_offset;
             let position = active.size_bytes;
             let mut header = batch.header;
             header.base_offset = base_offset;
@@ -491,7 +560,10 @@ impl Log {
                 }
             }
         }
-        state.high_watermark = state.high_watermark.max(plan.end_offset);
+        state.durable_end_offset = state.durable_end_offset.max(plan.end_offset);
+        if plan.needs_sync {
+            state.synced_end_offset = state.synced_end_offset.max(plan.end_offset);
+        }
     }
 
     /// Seals the active segment (indexes written and synced) and starts a new one.
@@ -503,18 +575,25 @@ impl Log {
         Ok(())
     }
 
-    /// Where to read `offset` from, or why not.
-    fn window_for(&self, offset: Offset) -> Result<Option<ReadWindow>, LogError> {
+    /// Where to read `offset` from for a reader that may not see `upper_bound` or beyond,
+    /// or why not. Offsets up to the durable end are in range; at or past the bound there is
+    /// nothing to read yet.
+    fn window_for(
+        &self,
+        offset: Offset,
+        upper_bound: Offset,
+    ) -> Result<Option<ReadWindow>, LogError> {
         let state = self.lock();
         state.check_online()?;
-        if offset < state.log_start_offset || offset > state.high_watermark {
+        if offset < state.log_start_offset || offset > state.durable_end_offset {
             return Err(LogError::OffsetOutOfRange {
                 requested: offset,
                 log_start_offset: state.log_start_offset,
-                high_watermark: state.high_watermark,
+                end_offset: state.durable_end_offset,
             });
         }
-        if offset == state.high_watermark {
+        let read_bound = upper_bound.min(state.durable_end_offset);
+        if offset >= read_bound {
             return Ok(None);
         }
         let Some(segment) = state.segment_for(offset) else {
@@ -522,7 +601,8 @@ impl Log {
         };
         let relative = (offset.0 - segment.base_offset().0).max(0) as u32;
         Ok(Some(ReadWindow {
-            high_watermark: state.high_watermark,
+            read_bound,
+            bound_below_end: read_bound < state.durable_end_offset,
             verified_bytes: segment.verified_bytes,
             file: Arc::clone(&segment.file),
             start_position: u64::from(segment.index.position_for(relative)),
@@ -531,10 +611,16 @@ impl Log {
     }
 
     /// Reads whole batches starting with the one that holds `offset`, up to `max_bytes`
-    /// (but always the first batch, however large, so consumers make progress).
-    /// Reading at the high watermark gives empty bytes.
-    pub fn read(&self, offset: Offset, max_bytes: usize) -> Result<Bytes, LogError> {
-        let Some(window) = self.window_for(offset)? else {
+    /// (but always the first batch, however large, so consumers make progress), none of
+    /// them reaching `upper_bound` (the reader's high watermark; `Offset::MAX` for all that
+    /// is durable). Reading at the bound gives empty bytes.
+    pub fn read(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+        upper_bound: Offset,
+    ) -> Result<Bytes, LogError> {
+        let Some(window) = self.bounded_window(offset, max_bytes, upper_bound)? else {
             return Ok(Bytes::new());
         };
         let path = window.file.path.clone();
@@ -603,7 +689,7 @@ impl Log {
             let offsets_sane = header.magic == crate::batch::CURRENT_MAGIC
                 && header.base_offset >= previous_end
                 && header.last_offset_delta >= 0
-                && header.next_offset() <= window.high_watermark;
+                && header.next_offset() <= window.read_bound;
             previous_end = header.next_offset();
             if !offsets_sane || !crate::batch::crc_matches(batch, &header) {
                 let position = start_position + offset_in_records as u64;
@@ -647,8 +733,13 @@ impl Log {
     /// it returns the file region instead of reading it, for `sendfile`. The region starts
     /// at the batch holding `offset` and is at most `max_bytes` (at least that first batch);
     /// it may end inside a batch, which consumers discard, as with Kafka.
-    pub fn read_for_send(&self, offset: Offset, max_bytes: usize) -> Result<ReadData, LogError> {
-        let Some(window) = self.window_for(offset)? else {
+    pub fn read_for_send(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+        upper_bound: Offset,
+    ) -> Result<ReadData, LogError> {
+        let Some(window) = self.bounded_window(offset, max_bytes, upper_bound)? else {
             return Ok(ReadData::Bytes(Bytes::new()));
         };
         let limit = window.end_position.min(
@@ -657,7 +748,9 @@ impl Log {
                 .saturating_add(max_bytes as u64 + READ_SLACK_BYTES as u64),
         );
         if window.verified_bytes < limit {
-            return self.read(offset, max_bytes).map(ReadData::Bytes);
+            return self
+                .read(offset, max_bytes, upper_bound)
+                .map(ReadData::Bytes);
         }
         let path = &window.file.path;
         let mut header_bytes = [0u8; BATCH_HEADER_BYTES];
@@ -680,7 +773,9 @@ impl Log {
                 let wanted = (max_bytes as u64).max(header.size_bytes as u64);
                 let length = available.min(wanted) as usize;
                 if position + length as u64 > window.verified_bytes {
-                    return self.read(offset, max_bytes).map(ReadData::Bytes);
+                    return self
+                        .read(offset, max_bytes, upper_bound)
+                        .map(ReadData::Bytes);
                 }
                 return Ok(ReadData::File {
                     file: Arc::clone(&window.file),
@@ -690,6 +785,49 @@ impl Log {
             }
             position += header.size_bytes as u64;
         }
+    }
+
+    /// The window for `offset`, its end cut after the last batch below the reader's bound
+    /// when that bound lies below the durable end (a consumer reading under the high
+    /// watermark). The cut walks batch headers from the window's start, no further than the
+    /// bytes a read of `max_bytes` could return.
+    fn bounded_window(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+        upper_bound: Offset,
+    ) -> Result<Option<ReadWindow>, LogError> {
+        let Some(mut window) = self.window_for(offset, upper_bound)? else {
+            return Ok(None);
+        };
+        if !window.bound_below_end {
+            return Ok(Some(window));
+        }
+        let path = &window.file.path;
+        let walk_limit = (max_bytes as u64).saturating_add(READ_SLACK_BYTES as u64);
+        let mut header_bytes = [0u8; BATCH_HEADER_BYTES];
+        let mut position = window.start_position;
+        let mut passed_offset = false;
+        while position < window.end_position {
+            window
+                .file
+                .file
+                .read_exact_at(&mut header_bytes, position)
+                .map_err(LogError::io("read segment", path))?;
+            let Some(header) = BatchHeader::parse(&header_bytes) else {
+                break;
+            };
+            if header.next_offset() > window.read_bound {
+                break;
+            }
+            passed_offset |= header.next_offset() > offset;
+            position += header.size_bytes as u64;
+            if passed_offset && position - window.start_position >= walk_limit {
+                break;
+            }
+        }
+        window.end_position = position.min(window.end_position);
+        Ok(Some(window))
     }
 
     /// Reads whole batches from a batch boundary at `position`.
@@ -732,8 +870,13 @@ impl Log {
     }
 
     /// The first batch whose max timestamp is at or after `timestamp`, for ListOffsets.
-    /// The broker finds the exact record inside it (it may need decompressing).
-    pub fn batch_for_timestamp(&self, timestamp: i64) -> Result<Option<Bytes>, LogError> {
+    /// The broker finds the exact record inside it (it may need decompressing). Batches at
+    /// or past `upper_bound` (the high watermark) are not considered.
+    pub fn batch_for_timestamp(
+        &self,
+        timestamp: i64,
+        upper_bound: Offset,
+    ) -> Result<Option<Bytes>, LogError> {
         let start = {
             let state = self.lock();
             state.check_online()?;
@@ -752,7 +895,7 @@ impl Log {
         let mut offset = start;
         // Walk batch by batch; bounded by the log end.
         loop {
-            let batch = match self.read(offset, 1) {
+            let batch = match self.read(offset, 1, upper_bound) {
                 Ok(batch) if batch.is_empty() => return Ok(None),
                 Ok(batch) => batch,
                 Err(LogError::OffsetOutOfRange { .. }) => return Ok(None),
@@ -766,8 +909,9 @@ impl Log {
         }
     }
 
-    /// The batch holding the largest timestamp in the log (the earliest such batch).
-    pub fn batch_with_max_timestamp(&self) -> Result<Option<Bytes>, LogError> {
+    /// The batch holding the largest timestamp in the log (the earliest such batch), if it
+    /// lies below `upper_bound`.
+    pub fn batch_with_max_timestamp(&self, upper_bound: Offset) -> Result<Option<Bytes>, LogError> {
         let offset = {
             let state = self.lock();
             state.check_online()?;
@@ -785,7 +929,7 @@ impl Log {
                 None => return Ok(None),
             }
         };
-        match self.read(offset, 1) {
+        match self.read(offset, 1, upper_bound) {
             Ok(batch) if batch.is_empty() => Ok(None),
             Ok(batch) => {
                 let header = BatchHeader::parse(&batch).expect("read returns whole batches");
@@ -889,11 +1033,11 @@ impl Log {
         let log_start_offset = {
             let mut state = self.lock();
             state.check_online()?;
-            if offset > state.high_watermark || offset.0 < 0 {
+            if offset > state.durable_end_offset || offset.0 < 0 {
                 return Err(LogError::OffsetOutOfRange {
                     requested: offset,
                     log_start_offset: state.log_start_offset,
-                    high_watermark: state.high_watermark,
+                    end_offset: state.durable_end_offset,
                 });
             }
             state.log_start_offset = state.log_start_offset.max(offset);
@@ -960,8 +1104,37 @@ impl Log {
         }
         sync_directory(&self.dir).map_err(LogError::io("sync directory", &self.dir))?;
         let end = state.log_end_offset();
-        state.high_watermark = state.high_watermark.min(end);
+        state.durable_end_offset = state.durable_end_offset.min(end);
+        state.synced_end_offset = state.synced_end_offset.min(end);
+        state
+            .epochs
+            .truncate_from(end)
+            .map_err(LogError::io("write leader-epoch-checkpoint", &self.dir))?;
         state.log_start_offset = state.log_start_offset.min(end);
+        Ok(())
+    }
+
+    /// Empties the log and starts it over at `offset` (a follower whose leader no longer
+    /// has the records after its end: they were deleted by retention or DeleteRecords). Use
+    /// `LogManager::reset_to`, which checkpoints the new log start.
+    pub fn reset_to(&self, offset: Offset) -> Result<(), LogError> {
+        let mut state = self.lock();
+        state.check_online()?;
+        let doomed: Vec<Offset> = state.segments.keys().copied().collect();
+        for base in doomed {
+            let old = state.segments.remove(&base).expect("listed above");
+            old.delete_files(&self.dir);
+        }
+        let segment = Segment::create(&self.dir, offset, crate::manager::now_ms())?;
+        state.segments.insert(offset, segment);
+        sync_directory(&self.dir).map_err(LogError::io("sync directory", &self.dir))?;
+        state.log_start_offset = offset;
+        state.durable_end_offset = offset;
+        state.synced_end_offset = offset;
+        state
+            .epochs
+            .truncate_from(Offset(i64::MIN))
+            .map_err(LogError::io("write leader-epoch-checkpoint", &self.dir))?;
         Ok(())
     }
 
@@ -998,7 +1171,8 @@ impl Log {
 
     /// The offset below which the log is synced and indexed: the active segment's base.
     pub fn recovery_point(&self) -> Offset {
-        self.lock().active().base_offset()
+        let state = self.lock();
+        state.active().base_offset().min(state.synced_end_offset)
     }
 
     /// Syncs the active segment and writes its indexes; returns the log end offset, which is
@@ -1058,7 +1232,10 @@ impl Log {
             .segments
             .range(..active_base)
             .map(|(_, segment)| segment)
-            .take_while(|segment| segment.visible_bytes == segment.size_bytes)
+            .take_while(|segment| {
+                segment.visible_bytes == segment.size_bytes
+                    && segment.next_offset <= state.synced_end_offset
+            })
             .map(|segment| SealedSegment {
                 file: Arc::clone(&segment.file),
                 next_offset: segment.next_offset,

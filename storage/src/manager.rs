@@ -17,9 +17,9 @@ use crate::committer::{AppendRequest, Committer, Completion};
 use crate::config::LogConfig;
 use crate::error::LogError;
 use crate::io::{sync_directory, IoBackend};
-use crate::log::{Log, RecoveryHint};
+use crate::log::{AppendOrigin, Log, RecoveryHint};
 use crate::space::SpaceReserve;
-use crate::types::{LeaderEpoch, Offset, TopicPartition};
+use crate::types::{Offset, TopicPartition};
 
 const RECOVERY_POINT_CHECKPOINT: &str = "recovery-point-offset-checkpoint";
 const LOG_START_CHECKPOINT: &str = "log-start-offset-checkpoint";
@@ -203,7 +203,7 @@ impl LogManager {
         &self,
         log: Arc<Log>,
         batches: Vec<ValidBatch>,
-        leader_epoch: LeaderEpoch,
+        origin: AppendOrigin,
         completion: Completion,
     ) {
         let committer = self.committer.lock().expect("committer lock poisoned");
@@ -211,7 +211,7 @@ impl LogManager {
             Some(committer) => committer.submit(AppendRequest {
                 log,
                 batches,
-                leader_epoch,
+                origin,
                 completion,
             }),
             None => completion(Err(LogError::Offline("storage is shut down".into()))),
@@ -228,6 +228,13 @@ impl LogManager {
             self.checkpoint()?;
         }
         Ok(())
+    }
+
+    /// Starts `log` over, empty, at `offset` (see [`Log::reset_to`]) and checkpoints its
+    /// new log start before returning.
+    pub fn reset_to(&self, log: &Log, offset: Offset) -> Result<(), LogError> {
+        log.reset_to(offset)?;
+        self.checkpoint()
     }
 
     /// Applies retention to every log; returns the number of segments deleted.

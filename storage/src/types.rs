@@ -7,6 +7,9 @@ use std::fmt;
 pub struct Offset(pub i64);
 
 impl Offset {
+    /// No bound: a read up to everything durable.
+    pub const MAX: Offset = Offset(i64::MAX);
+
     /// The offset `count` records after this one.
     pub fn plus(self, count: i64) -> Offset {
         Offset(self.0 + count)

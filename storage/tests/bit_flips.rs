@@ -201,7 +201,7 @@ fn assert_sealed_flip_is_never_served(written: &WrittenLog, batch: usize, byte: 
         return;
     };
     for max_bytes in [1, 64 * 1024] {
-        let outcome = log.read(base, max_bytes);
+        let outcome = log.read(base, max_bytes, Offset::MAX);
         assert!(
             outcome.is_err(),
             "byte {byte} bit {bit} flipped: a read at {base} served {:?}",
@@ -212,7 +212,7 @@ fn assert_sealed_flip_is_never_served(written: &WrittenLog, batch: usize, byte: 
     let (_manager, log) = written.try_open(copy.path()).expect("opened before");
     let mut offset = Offset(0);
     loop {
-        let bytes = match log.read(offset, 1_000) {
+        let bytes = match log.read(offset, 1_000, Offset::MAX) {
             Ok(bytes) if bytes.is_empty() => {
                 panic!("byte {byte} bit {bit} flipped: read past it to the end")
             }

@@ -21,7 +21,7 @@ fn appends_get_consecutive_offsets_and_read_back_in_order() {
         assert_eq!(info.base_offset, Offset(round * 10));
         assert_eq!(info.last_offset, Offset(round * 10 + 9));
     }
-    assert_eq!(log.offsets().high_watermark, Offset(500));
+    assert_eq!(log.offsets().durable_end_offset, Offset(500));
     let batches = read_all(&log, Offset(0));
     assert_eq!(batches.len(), 50);
     assert!(batches
@@ -31,9 +31,9 @@ fn appends_get_consecutive_offsets_and_read_back_in_order() {
     // Reading from the middle of a batch starts at that batch.
     assert_eq!(read_all(&log, Offset(255))[0], (250, 10));
     // Past the high watermark is out of range; at it, empty.
-    assert!(log.read(Offset(500), 1000).unwrap().is_empty());
+    assert!(log.read(Offset(500), 1000, Offset::MAX).unwrap().is_empty());
     assert!(matches!(
-        log.read(Offset(501), 1000),
+        log.read(Offset(501), 1000, Offset::MAX),
         Err(LogError::OffsetOutOfRange { .. })
     ));
     manager.shutdown().unwrap();
@@ -151,7 +151,7 @@ fn retention_by_bytes_deletes_whole_old_segments_and_moves_the_log_start() {
     assert!(start > Offset(0));
     assert!(log.size_bytes() >= 20 * 1024 - 8 * 1024);
     assert!(matches!(
-        log.read(Offset(0), 100),
+        log.read(Offset(0), 100, Offset::MAX),
         Err(LogError::OffsetOutOfRange { .. })
     ));
     assert_eq!(read_all(&log, start)[0].0, start.0);
@@ -194,12 +194,15 @@ fn timestamps_find_the_first_batch_at_or_after_them() {
     for round in 0..10 {
         append(&manager, &log, batch(10, 10, 1000 * round)).unwrap();
     }
-    let found = log.batch_for_timestamp(3005).unwrap().unwrap();
+    let found = log.batch_for_timestamp(3005, Offset::MAX).unwrap().unwrap();
     assert_eq!(BatchHeader::parse(&found).unwrap().base_offset, Offset(30));
-    let found = log.batch_for_timestamp(3010).unwrap().unwrap();
+    let found = log.batch_for_timestamp(3010, Offset::MAX).unwrap().unwrap();
     assert_eq!(BatchHeader::parse(&found).unwrap().base_offset, Offset(40));
-    assert!(log.batch_for_timestamp(99_999).unwrap().is_none());
-    let max = log.batch_with_max_timestamp().unwrap().unwrap();
+    assert!(log
+        .batch_for_timestamp(99_999, Offset::MAX)
+        .unwrap()
+        .is_none());
+    let max = log.batch_with_max_timestamp(Offset::MAX).unwrap().unwrap();
     assert_eq!(BatchHeader::parse(&max).unwrap().base_offset, Offset(90));
 }
 
@@ -221,7 +224,7 @@ fn truncation_removes_whole_batches_from_the_offset_on_and_appends_continue() {
     // Offset 102 is inside the batch 100..=104: that batch goes whole.
     log.truncate_to(Offset(102)).unwrap();
     assert_eq!(log.offsets().log_end_offset, Offset(100));
-    assert_eq!(log.offsets().high_watermark, Offset(100));
+    assert_eq!(log.offsets().durable_end_offset, Offset(100));
     assert!(log.segment_count() < segments_before);
     let info = append(&manager, &log, batch(5, 100, 99)).unwrap();
     assert_eq!(info.base_offset, Offset(100));
@@ -248,11 +251,11 @@ fn delete_records_moves_the_log_start_and_drops_whole_segments_below_it() {
     assert_eq!(log.delete_records_before(Offset(123)).unwrap(), Offset(123));
     assert!(log.segment_count() < before);
     assert!(matches!(
-        log.read(Offset(122), 100),
+        log.read(Offset(122), 100, Offset::MAX),
         Err(LogError::OffsetOutOfRange { .. })
     ));
     // Reading at the new start returns the batch holding it.
-    let first = log.read(Offset(123), 100).unwrap();
+    let first = log.read(Offset(123), 100, Offset::MAX).unwrap();
     assert_eq!(BatchHeader::parse(&first).unwrap().base_offset, Offset(120));
     assert!(matches!(
         log.delete_records_before(Offset(201)),
@@ -302,7 +305,7 @@ fn read_all_checked(log: &Log) -> Result<usize, LogError> {
     let mut offset = Offset(0);
     let mut batches = 0;
     loop {
-        let bytes = log.read(offset, 64 * 1024)?;
+        let bytes = log.read(offset, 64 * 1024, Offset::MAX)?;
         if bytes.is_empty() {
             return Ok(batches);
         }

@@ -82,7 +82,7 @@ impl CrashedLog {
             .expect("a batch was torn");
         let offsets = log.offsets();
         assert_eq!(offsets.log_end_offset, Offset(end), "log end offset");
-        assert_eq!(offsets.high_watermark, Offset(end), "high watermark");
+        assert_eq!(offsets.durable_end_offset, Offset(end), "high watermark");
         let read: Vec<Bytes> = read_all_bytes(&log, Offset(0));
         assert_eq!(read.len(), kept, "batches that survive recovery");
         for (index, (got, want)) in read.iter().zip(&self.stored).enumerate() {

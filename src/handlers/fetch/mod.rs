@@ -8,21 +8,20 @@
 
 pub mod encode;
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use proto_kafka::messages::FetchRequest;
 use proto_kafka::ResponseError;
-use tokio::sync::futures::Notified;
+use tokio::sync::watch;
 
 use karst_storage::{LogError, Offset, ReadData, TopicPartition};
 
 use super::{PendingFrame, RequestContext};
 use crate::broker::SharedBroker;
 use crate::fetch_session::{PartitionKey, SessionPartition, SessionUse};
-use crate::replica::Partition;
+use crate::replication::{isr, Partition};
 
 /// Longest a fetch may wait, whatever the client asks: bounds parked requests.
 pub const FETCH_WAIT_MS_MAX: i32 = 30_000;
@@ -64,6 +63,7 @@ async fn respond(
                     SessionPartition {
                         fetch_offset: p.fetch_offset,
                         partition_max_bytes: p.partition_max_bytes,
+                        current_leader_epoch: p.current_leader_epoch,
                         ..SessionPartition::default()
                     },
                 )
@@ -106,13 +106,25 @@ async fn respond(
         }
     };
     let image = broker.metadata.image();
+    let follower = (request.replica_id.0 >= 0).then_some(request.replica_id.0);
+    let now = crate::replication::now_ms();
     let hosted: Vec<Result<Arc<Partition>, ResponseError>> = wanted
         .iter()
-        .map(|((topic, index), _)| {
-            broker
+        .map(|((topic, index), position)| {
+            let partition = broker
                 .replicas
                 .leader_partition(&TopicPartition::new(topic.clone(), *index), &image)
-                .map_err(|error| error.code)
+                .map_err(|error| error.code)?;
+            check_leader_epoch(&partition, position.current_leader_epoch)?;
+            if let Some(follower) = follower {
+                // The follower holds everything below its fetch offset, synced.
+                if let Some(isr) =
+                    partition.record_follower_fetch(follower, position.fetch_offset, now)
+                {
+                    isr::request_expansion(&broker, Arc::clone(&partition), isr);
+                }
+            }
+            Ok(partition)
         })
         .collect();
     let max_wait = Duration::from_millis(request.max_wait_ms.clamp(0, FETCH_WAIT_MS_MAX) as u64);
@@ -124,17 +136,17 @@ async fn respond(
         request.max_bytes as usize
     };
     let reads = loop {
-        // Register interest before reading, so an append between the read and the wait
-        // still wakes us.
-        let mut wakers: Vec<Pin<Box<Notified<'_>>>> = hosted
-            .iter()
-            .flatten()
-            .map(|p| Box::pin(p.appended.notified()))
-            .collect();
-        for waker in &mut wakers {
-            waker.as_mut().enable();
-        }
-        let reads = read_all(&wanted, &hosted, max_bytes, broker.config.fetch_zero_copy);
+        // Subscribe before reading, so a change between the read and the wait still
+        // wakes us.
+        let mut changes: Vec<watch::Receiver<u64>> =
+            hosted.iter().flatten().map(|p| p.subscribe()).collect();
+        let reads = read_all(
+            &wanted,
+            &hosted,
+            max_bytes,
+            broker.config.fetch_zero_copy,
+            follower.is_some(),
+        );
         let bytes: usize = reads.iter().map(|r| r.records.len()).sum();
         let failed = reads.iter().any(|r| r.error.is_some());
         if bytes >= min_bytes.max(1)
@@ -147,11 +159,14 @@ async fn respond(
         if min_bytes == 0 {
             break reads;
         }
-        if wakers.is_empty() {
+        if changes.is_empty() {
             tokio::time::sleep_until(deadline).await;
         } else {
+            let waiting = changes
+                .iter_mut()
+                .map(|receiver| Box::pin(receiver.changed()));
             tokio::select! {
-                _ = futures_util::future::select_all(wakers) => {}
+                _ = futures_util::future::select_all(waiting) => {}
                 _ = tokio::time::sleep_until(deadline) => {}
             }
         }
@@ -204,12 +219,28 @@ async fn respond(
     }
 }
 
-/// Reads every wanted partition, within the response's `max_bytes` overall.
+/// A client that names a leader epoch must name the current one: an older epoch means its
+/// metadata is stale (FENCED_LEADER_EPOCH), a newer one that ours is (UNKNOWN_LEADER_EPOCH).
+fn check_leader_epoch(partition: &Partition, claimed: i32) -> Result<(), ResponseError> {
+    if claimed < 0 {
+        return Ok(());
+    }
+    let current = partition.leader_epoch().0;
+    match claimed.cmp(&current) {
+        std::cmp::Ordering::Less => Err(ResponseError::FencedLeaderEpoch),
+        std::cmp::Ordering::Greater => Err(ResponseError::UnknownLeaderEpoch),
+        std::cmp::Ordering::Equal => Ok(()),
+    }
+}
+
+/// Reads every wanted partition, within the response's `max_bytes` overall: a consumer up
+/// to the high watermark, a follower up to the leader's durable end.
 fn read_all(
     wanted: &[(PartitionKey, SessionPartition)],
     hosted: &[Result<Arc<Partition>, ResponseError>],
     max_bytes: usize,
     zero_copy: bool,
+    for_follower: bool,
 ) -> Vec<PartitionRead> {
     let mut remaining = max_bytes;
     let mut reads = Vec::with_capacity(wanted.len());
@@ -227,17 +258,23 @@ fn read_all(
                 continue;
             }
         };
-        let offsets = partition.log.offsets();
+        let high_watermark = partition.high_watermark();
+        let log_start_offset = partition.log.offsets().log_start_offset;
+        let bound = if for_follower {
+            Offset::MAX
+        } else {
+            high_watermark
+        };
         let limit = (position.partition_max_bytes.max(0) as usize).min(remaining);
         let offset = Offset(position.fetch_offset);
         let read = if limit == 0 && remaining == 0 {
             Ok(ReadData::Bytes(Bytes::new()))
         } else if zero_copy {
-            partition.log.read_for_send(offset, limit.max(1))
+            partition.log.read_for_send(offset, limit.max(1), bound)
         } else {
             partition
                 .log
-                .read(offset, limit.max(1))
+                .read(offset, limit.max(1), bound)
                 .map(ReadData::Bytes)
         };
         let (error, records) = match read {
@@ -254,8 +291,8 @@ fn read_all(
         reads.push(PartitionRead {
             key: key.clone(),
             error,
-            high_watermark: offsets.high_watermark.0,
-            log_start_offset: offsets.log_start_offset.0,
+            high_watermark: high_watermark.0,
+            log_start_offset: log_start_offset.0,
             records,
         });
     }

@@ -13,6 +13,7 @@ use super::*;
 use crate::batch::validate_produced;
 use crate::config::LogConfig;
 use crate::io::PortableBackend;
+use crate::log::AppendOrigin;
 use crate::manager::LogManagerOptions;
 use crate::types::LeaderEpoch;
 
@@ -101,7 +102,7 @@ fn append(manager: &LogManager, log: &Arc<Log>, bytes: Bytes) -> crate::log::App
     manager.append(
         Arc::clone(log),
         batches,
-        LeaderEpoch(0),
+        AppendOrigin::Leader(LeaderEpoch(0)),
         Box::new(move |outcome| sender.send(outcome).unwrap()),
     );
     receiver.recv().unwrap().unwrap()
@@ -114,9 +115,9 @@ type Consumed = (i64, String, Option<String>);
 fn read_batches(log: &Log) -> Vec<Bytes> {
     let mut batches = Vec::new();
     let mut offset = log.offsets().log_start_offset;
-    let end = log.offsets().high_watermark;
+    let end = log.offsets().durable_end_offset;
     while offset < end {
-        let bytes = log.read(offset, 4096).unwrap();
+        let bytes = log.read(offset, 4096, Offset::MAX).unwrap();
         assert!(
             !bytes.is_empty(),
             "a read at {offset} below {end} found nothing"
@@ -232,7 +233,7 @@ fn compaction_keeps_the_latest_record_per_key_at_its_original_offset() {
     // Appends continue after the last offset, and every offset in a gap reads the next record.
     assert_eq!(log.offsets().log_end_offset, Offset(400));
     for offset in 0..400 {
-        let bytes = log.read(Offset(offset), 1).unwrap();
+        let bytes = log.read(Offset(offset), 1, Offset::MAX).unwrap();
         let header = BatchHeader::parse(&bytes).unwrap();
         assert!(header.next_offset() > Offset(offset));
     }

@@ -13,8 +13,8 @@ use karst_storage::batch::write_varint;
 use karst_storage::batch::BatchHeader;
 use karst_storage::io::{select_backend, BackendChoice};
 use karst_storage::{
-    validate_produced, AppendInfo, IoBackend, LeaderEpoch, Log, LogConfig, LogError, LogManager,
-    LogManagerOptions, Offset, PortableBackend,
+    validate_produced, AppendInfo, AppendOrigin, IoBackend, LeaderEpoch, Log, LogConfig, LogError,
+    LogManager, LogManagerOptions, Offset, PortableBackend,
 };
 
 /// An uncompressed batch of `count` records of `value_bytes` bytes, timestamps from `timestamp`.
@@ -115,7 +115,7 @@ pub fn append_with_epoch(
     manager.append(
         Arc::clone(log),
         batches,
-        epoch,
+        AppendOrigin::Leader(epoch),
         Box::new(move |outcome| sender.send(outcome).unwrap()),
     );
     receiver.recv().unwrap()
@@ -137,7 +137,7 @@ pub fn read_all_bytes(log: &Log, from: Offset) -> Vec<Bytes> {
     let mut out = Vec::new();
     let mut offset = from;
     for _ in 0..100_000 {
-        let bytes = log.read(offset, 64 * 1024).unwrap();
+        let bytes = log.read(offset, 64 * 1024, Offset::MAX).unwrap();
         if bytes.is_empty() {
             break;
         }

@@ -1,0 +1,331 @@
+//! The replica manager: every partition replica this node hosts, leader or follower.
+//!
+//! Partition state changes only here, and only in response to a published metadata image
+//! ([`ReplicaManager::apply_image`]) or the controller's answer to this node's own
+//! AlterPartition: a replica assigned here gets its log created (or reconfigured) and
+//! becomes leader or follower as the image says; a removed topic's logs, and those of
+//! replicas moved away, are deleted. Handlers reach partitions only through it: appends
+//! (leader), reads bounded by what the reader may see, follower fetch bookkeeping.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use proto_kafka::ResponseError;
+use tokio::sync::oneshot;
+
+use karst_storage::{
+    checkpoint, validate_produced, AppendInfo, AppendOrigin, LeaderEpoch, LogError, LogManager,
+    Offset, TopicPartition,
+};
+
+use super::partition::{Assignment, NotLeader, Partition};
+use crate::config::{topic, BrokerConfig};
+use crate::error::ApiError;
+use crate::metadata::MetadataImage;
+
+/// Kafka's name for the file of checkpointed high watermarks, in the data directory.
+pub const HIGH_WATERMARK_CHECKPOINT: &str = "replication-offset-checkpoint";
+
+pub struct ReplicaManager {
+    node_id: i32,
+    logs: Arc<LogManager>,
+    partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
+    /// High watermarks from the checkpoint at start-up, for replicas not yet created.
+    checkpointed_high_watermarks: HashMap<TopicPartition, Offset>,
+}
+
+impl ReplicaManager {
+    pub fn new(node_id: i32, logs: Arc<LogManager>) -> ReplicaManager {
+        let path = logs.dir().join(HIGH_WATERMARK_CHECKPOINT);
+        let checkpointed_high_watermarks = checkpoint::read(&path).unwrap_or_else(|error| {
+            tracing::warn!(%error, "ignoring an unreadable high watermark checkpoint");
+            HashMap::new()
+        });
+        ReplicaManager {
+            node_id,
+            logs,
+            partitions: RwLock::new(HashMap::new()),
+            checkpointed_high_watermarks,
+        }
+    }
+
+    pub fn logs(&self) -> &Arc<LogManager> {
+        &self.logs
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.node_id
+    }
+
+    /// Brings local replicas in line with `image`: creates or reconfigures the logs of
+    /// partitions assigned here, applies leader/follower roles, epochs and ISRs in place, and
+    /// deletes the logs of topics that are gone or replicas moved away. Returns the leaders
+    /// this node now follows, for the fetchers.
+    pub fn apply_image(
+        &self,
+        image: &MetadataImage,
+        broker: &BrokerConfig,
+    ) -> anyhow::Result<BTreeSet<i32>> {
+        let now = super::now_ms();
+        let mut wanted = HashMap::new();
+        for topic in image.topics.values() {
+            let config = topic::log_config(&topic.configs, broker);
+            let min_insync = topic::min_insync_replicas(&topic.configs, broker);
+            for partition in &topic.partitions {
+                if !partition.replicas.contains(&self.node_id) {
+                    continue;
+                }
+                let key = TopicPartition::new(topic.name.clone(), partition.partition);
+                let assignment = Assignment {
+                    replicas: partition.replicas.clone(),
+                    isr: partition.isr.clone(),
+                    leader: partition.leader,
+                    leader_epoch: partition.leader_epoch,
+                    partition_epoch: partition.partition_epoch,
+                };
+                let entry = match self.partition(&key) {
+                    Some(current) if current.topic_id == topic.topic_id => {
+                        if *current.log.config() != config {
+                            current.log.set_config(config.clone());
+                        }
+                        current.apply_assignment(assignment, min_insync, now);
+                        current
+                    }
+                    _ => {
+                        let log = self.logs.get_or_create(&key, config.clone())?;
+                        let high_watermark = self
+                            .checkpointed_high_watermarks
+                            .get(&key)
+                            .copied()
+                            .unwrap_or(Offset(0));
+                        Arc::new(Partition::new(
+                            key.clone(),
+                            topic.topic_id,
+                            log,
+                            self.node_id,
+                            assignment,
+                            min_insync,
+                            high_watermark,
+                        ))
+                    }
+                };
+                wanted.insert(key, entry);
+            }
+        }
+        let removed: Vec<TopicPartition> = {
+            let mut partitions = self.partitions.write().expect("partitions lock poisoned");
+            let removed = partitions
+                .keys()
+                .filter(|key| !wanted.contains_key(*key))
+                .cloned()
+                .collect();
+            *partitions = wanted;
+            removed
+        };
+        for key in removed {
+            tracing::info!(partition = %key, "deleting the log of a replica no longer hosted here");
+            self.logs.delete(&key)?;
+        }
+        Ok(self.followed_leaders())
+    }
+
+    /// The brokers this node fetches from: leaders of the partitions it follows.
+    pub fn followed_leaders(&self) -> BTreeSet<i32> {
+        self.partitions()
+            .iter()
+            .filter_map(|p| p.follower_position().map(|(leader, _, _)| leader))
+            .collect()
+    }
+
+    /// The replicas this node follows from `leader`.
+    pub fn following(&self, leader: i32) -> Vec<Arc<Partition>> {
+        self.partitions()
+            .into_iter()
+            .filter(|p| p.follower_position().is_some_and(|(l, _, _)| l == leader))
+            .collect()
+    }
+
+    /// The partition for a client request that needs its leader, or the Kafka error a
+    /// client expects: led by another broker (NOT_LEADER_OR_FOLLOWER, so it refreshes
+    /// metadata), without a leader (LEADER_NOT_AVAILABLE), or unknown
+    /// (UNKNOWN_TOPIC_OR_PARTITION).
+    pub fn leader_partition(
+        &self,
+        key: &TopicPartition,
+        image: &MetadataImage,
+    ) -> Result<Arc<Partition>, ApiError> {
+        if let Some(partition) = self.partition(key) {
+            return match partition.check_leader() {
+                Ok(()) => Ok(partition),
+                Err(NotLeader::LedBy(-1)) => Err(ApiError::new(
+                    ResponseError::LeaderNotAvailable,
+                    format!("{key} has no leader"),
+                )),
+                Err(NotLeader::LedBy(leader)) => Err(ApiError::new(
+                    ResponseError::NotLeaderOrFollower,
+                    format!("{key} is led by broker {leader}"),
+                )),
+            };
+        }
+        let known = image
+            .topic(&key.topic)
+            .and_then(|topic| topic.partition(key.partition));
+        Err(match known {
+            Some(partition) if partition.leader == -1 => ApiError::new(
+                ResponseError::LeaderNotAvailable,
+                format!("{key} has no leader"),
+            ),
+            Some(partition) => ApiError::new(
+                ResponseError::NotLeaderOrFollower,
+                format!("{key} is led by broker {}", partition.leader),
+            ),
+            None => ApiError::new(
+                ResponseError::UnknownTopicOrPartition,
+                format!("This server does not host {key}."),
+            ),
+        })
+    }
+
+    pub fn partition(&self, key: &TopicPartition) -> Option<Arc<Partition>> {
+        self.partitions
+            .read()
+            .expect("partitions lock poisoned")
+            .get(key)
+            .cloned()
+    }
+
+    pub fn partitions(&self) -> Vec<Arc<Partition>> {
+        self.partitions
+            .read()
+            .expect("partitions lock poisoned")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Validates `records` and queues them as the leader's append; the receiver yields once
+    /// they are durable here (acks=all then waits for the high watermark, see
+    /// [`super::purgatory`]). Nothing of a request with an invalid batch is stored.
+    pub fn append(
+        &self,
+        partition: &Arc<Partition>,
+        records: &Bytes,
+        acks: i16,
+    ) -> Result<oneshot::Receiver<Result<AppendInfo, LogError>>, ApiError> {
+        let leader_epoch = match partition.check_leader() {
+            Ok(()) => partition.leader_epoch(),
+            Err(NotLeader::LedBy(leader)) => {
+                return Err(ApiError::new(
+                    ResponseError::NotLeaderOrFollower,
+                    format!("{} is led by broker {leader}", partition.topic_partition),
+                ))
+            }
+        };
+        let (isr_count, min_insync) = partition.insync_counts();
+        if acks == -1 && (isr_count as i32) < min_insync {
+            return Err(ApiError::new(
+                ResponseError::NotEnoughReplicas,
+                format!(
+                    "{}: {isr_count} in-sync replica(s), min.insync.replicas is {min_insync}",
+                    partition.topic_partition
+                ),
+            ));
+        }
+        let config = partition.log.config();
+        let batches =
+            validate_produced(records, config.max_message_bytes).map_err(|e| ApiError::from(&e))?;
+        if config.cleanup_compact {
+            for batch in &batches {
+                batch.check_every_record_keyed().map_err(|error| {
+                    let mut refused = ApiError::from(&error);
+                    refused.message = format!("{}: {}", partition.topic_partition, refused.message);
+                    refused
+                })?;
+            }
+        }
+        let messages: i64 = batches.iter().map(|b| b.records_count()).sum();
+        let (sender, receiver) = oneshot::channel();
+        let waker = Arc::clone(partition);
+        let bytes = records.len() as u64;
+        self.logs.append(
+            Arc::clone(&partition.log),
+            batches,
+            AppendOrigin::Leader(leader_epoch),
+            Box::new(move |outcome| {
+                if outcome.is_ok() {
+                    let topic = waker.topic_partition.topic.clone();
+                    metrics::counter!("kafka_server_brokertopicmetrics_messagesin_total", "topic" => topic.clone())
+                        .increment(messages as u64);
+                    metrics::counter!("kafka_server_brokertopicmetrics_bytesin_total", "topic" => topic).increment(bytes);
+                }
+                waker.on_local_append();
+                let _ = sender.send(outcome);
+            }),
+        );
+        Ok(receiver)
+    }
+
+    /// Queues a follower's append of batches fetched from its leader, with the leader's
+    /// offsets and epochs; the receiver yields once they are durable here.
+    pub fn append_replicated(
+        &self,
+        partition: &Arc<Partition>,
+        batches: Vec<karst_storage::ValidBatch>,
+    ) -> oneshot::Receiver<Result<AppendInfo, LogError>> {
+        let (sender, receiver) = oneshot::channel();
+        let waker = Arc::clone(partition);
+        self.logs.append(
+            Arc::clone(&partition.log),
+            batches,
+            AppendOrigin::Replica,
+            Box::new(move |outcome| {
+                waker.on_local_append();
+                let _ = sender.send(outcome);
+            }),
+        );
+        receiver
+    }
+
+    /// Truncates a follower's log to `offset` (after OffsetForLeaderEpoch).
+    pub fn truncate(&self, partition: &Partition, offset: Offset) -> Result<(), LogError> {
+        let end = partition.log.offsets().durable_end_offset;
+        if offset < end {
+            tracing::info!(
+                partition = %partition.topic_partition,
+                from = end.0,
+                to = offset.0,
+                "truncating a diverged follower log"
+            );
+            metrics::counter!("karst_replica_truncations_total").increment(1);
+        }
+        self.logs.truncate_to(&partition.log, offset)?;
+        partition.clamp_high_watermark();
+        Ok(())
+    }
+
+    /// Where epoch `epoch` ended in a log this node leads, for OffsetForLeaderEpoch.
+    pub fn end_for_epoch(
+        &self,
+        partition: &Partition,
+        epoch: LeaderEpoch,
+    ) -> karst_storage::EpochEnd {
+        partition.log.end_for_epoch(epoch)
+    }
+
+    /// Writes every hosted replica's high watermark to the checkpoint file.
+    pub fn checkpoint_high_watermarks(&self) -> Result<(), LogError> {
+        let entries: HashMap<TopicPartition, Offset> = self
+            .partitions()
+            .iter()
+            .map(|p| (p.topic_partition.clone(), p.high_watermark()))
+            .collect();
+        let path: PathBuf = self.logs.dir().join(HIGH_WATERMARK_CHECKPOINT);
+        checkpoint::write(&path, &entries).map_err(|source| LogError::Io {
+            operation: "write checkpoint",
+            path,
+            source,
+        })
+    }
+}
