@@ -84,8 +84,9 @@ async fn serve(config: BrokerConfig, source: String) -> anyhow::Result<()> {
     metrics::gauge!("karst_storage_io_backend", "backend" => logs.backend_name()).set(1.0);
     metrics::gauge!("karst_log_dir_min_free_bytes").set(config.min_free_bytes as f64);
     let quorum = Arc::new(start_quorum(&config, &cluster_id).await?);
+    // Replicas take roles from metadata only once this node's own registration is in it
+    // (see `follow_images`): the image a restarting node has on disk is stale.
     let replicas = ReplicaManager::new(config.node_id, Arc::clone(&logs));
-    replicas.apply_image(&quorum.image(), &config)?;
     let admin_listener = TcpListener::bind(config.admin_listener)
         .await
         .with_context(|| {
@@ -295,19 +296,22 @@ async fn wait_for_registration(
 }
 
 /// Applies each new metadata image to the local partitions and starts the follower
-/// fetchers they need, until shutdown. Fetchers are also reconciled every second: one that
-/// stopped as its last partition moved away may be wanted again before the next image.
+/// fetchers they need, until shutdown.
+///
+/// Nothing is applied before the image holds this node's current registration: a node
+/// that restarts replays a stale metadata log first, and acting on it would make it lead
+/// partitions at old epochs (accepting writes no follower fetches, and telling clients so)
+/// until it caught up. Kafka brokers likewise wait to catch up with the metadata log.
+/// Fetchers are also reconciled every second: one that stopped as its last partition moved
+/// away may be wanted again before the next image.
 async fn follow_images(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
     let mut images = broker.quorum.subscribe();
-    let mut reconcile = tokio::time::interval(FETCHER_RECONCILE_INTERVAL);
+    let mut tick = tokio::time::interval(FETCHER_RECONCILE_INTERVAL);
+    let mut applied: Option<Arc<crate::metadata::MetadataImage>> = None;
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
-            _ = reconcile.tick() => {
-                let leaders = broker.replicas.followed_leaders();
-                broker.fetchers.reconcile(&broker, &leaders, &shutdown);
-                continue;
-            }
+            _ = tick.tick() => {}
             changed = images.changed() => {
                 if changed.is_err() {
                     return;
@@ -315,19 +319,39 @@ async fn follow_images(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>)
             }
         }
         let image = Arc::clone(&images.borrow_and_update());
-        let applier = Arc::clone(&broker);
-        let outcome = tokio::task::spawn_blocking(move || {
-            applier.replicas.apply_image(&image, &applier.config)
-        })
-        .await;
-        match outcome {
-            Ok(Ok(leaders)) => broker.fetchers.reconcile(&broker, &leaders, &shutdown),
-            Ok(Err(error)) => {
-                tracing::error!(error = %format!("{error:#}"), "applying a metadata image failed")
+        let fresh = applied
+            .as_ref()
+            .is_none_or(|last| !Arc::ptr_eq(last, &image));
+        if fresh && holds_own_registration(&broker, &image) {
+            applied = Some(Arc::clone(&image));
+            let applier = Arc::clone(&broker);
+            let outcome = tokio::task::spawn_blocking(move || {
+                applier.replicas.apply_image(&image, &applier.config)
+            })
+            .await;
+            match outcome {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => {
+                    tracing::error!(error = %format!("{error:#}"), "applying a metadata image failed")
+                }
+                Err(error) => tracing::error!(%error, "applying a metadata image panicked"),
             }
-            Err(error) => tracing::error!(%error, "applying a metadata image panicked"),
         }
+        let leaders = broker.replicas.followed_leaders();
+        broker.fetchers.reconcile(&broker, &leaders, &shutdown);
     }
+}
+
+/// The image records this process's registration (its broker epoch): it is at least as new
+/// as the moment this node joined.
+fn holds_own_registration(broker: &Broker, image: &crate::metadata::MetadataImage) -> bool {
+    let epoch = broker
+        .broker_epoch
+        .load(std::sync::atomic::Ordering::SeqCst);
+    epoch >= 0
+        && image
+            .broker(broker.config.node_id)
+            .is_some_and(|registration| registration.broker_epoch == epoch)
 }
 
 /// Replication gauges for Prometheus: under-replicated and offline partitions led here,

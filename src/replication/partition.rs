@@ -132,7 +132,10 @@ impl Partition {
             follower_io: tokio::sync::Mutex::new(()),
         };
         if role == Role::Leader {
-            partition.become_leader(&mut partition.lock(), crate::replication::now_ms());
+            let mut state = partition.lock();
+            partition.become_leader(&mut state, crate::replication::now_ms());
+            // Alone in the ISR, a leader's durable end is its high watermark at once.
+            partition.advance_high_watermark(&mut state);
         }
         partition
     }
