@@ -34,6 +34,22 @@ enum TopicsCommand {
     Delete(DeleteArgs),
     /// Add partitions and change configs of a topic.
     Alter(AlterArgs),
+    /// Move leadership to preferred replicas (or, unclean, to any live replica of
+    /// leaderless partitions), like kafka-leader-election.
+    ElectLeaders(ElectArgs),
+}
+
+#[derive(Args, Debug)]
+struct ElectArgs {
+    /// Only this topic's partitions (default: every partition).
+    #[arg(long)]
+    topic: Option<String>,
+    /// Only this partition of --topic.
+    #[arg(long)]
+    partition: Option<i32>,
+    /// `preferred` or `unclean`.
+    #[arg(long = "election-type", default_value = "preferred")]
+    election_type: String,
 }
 
 #[derive(Args, Debug)]
@@ -98,6 +114,7 @@ pub async fn run(args: TopicsArgs) -> anyhow::Result<()> {
             Ok(())
         }
         TopicsCommand::Alter(alter) => alter_topic(&mut client, alter).await,
+        TopicsCommand::ElectLeaders(elect) => elect_leaders(&mut client, elect).await,
     }
 }
 
@@ -152,6 +169,70 @@ async fn describe_topics(client: &mut Client, args: DescribeArgs) -> anyhow::Res
             .collect();
         print!("{}", describe_topic(&topic, &non_default));
     }
+    Ok(())
+}
+
+async fn elect_leaders(client: &mut Client, args: ElectArgs) -> anyhow::Result<()> {
+    use proto_kafka::messages::elect_leaders_request::TopicPartitions;
+    use proto_kafka::messages::{ElectLeadersRequest, TopicName};
+    use proto_kafka::protocol::StrBytes;
+
+    let election_type = match args.election_type.as_str() {
+        "preferred" => 0,
+        "unclean" => 1,
+        other => anyhow::bail!("--election-type must be preferred or unclean, not {other}"),
+    };
+    let partitions = match &args.topic {
+        None => None,
+        Some(name) => {
+            let indexes = match args.partition {
+                Some(index) => vec![index],
+                None => client
+                    .topic(name)
+                    .await?
+                    .partitions
+                    .iter()
+                    .map(|p| p.index)
+                    .collect(),
+            };
+            Some(vec![TopicPartitions::default()
+                .with_topic(TopicName(StrBytes::from_string(name.clone())))
+                .with_partitions(indexes)])
+        }
+    };
+    let request = ElectLeadersRequest::default()
+        .with_election_type(election_type)
+        .with_topic_partitions(partitions)
+        .with_timeout_ms(30_000);
+    let version = client.bootstrap().version::<ElectLeadersRequest>()?;
+    let response = client.send(request, version).await?;
+    if response.error_code != 0 {
+        anyhow::bail!(
+            "ElectLeaders failed with error code {}",
+            response.error_code
+        );
+    }
+    let mut elected = 0;
+    for topic in &response.replica_election_results {
+        for result in &topic.partition_result {
+            let partition = format!("{}-{}", topic.topic.as_str(), result.partition_id);
+            match result.error_code {
+                0 => {
+                    elected += 1;
+                    println!("Elected a new leader for {partition}.");
+                }
+                code => println!(
+                    "{partition}: {} ({})",
+                    crate::client::error::kafka_error_name(
+                        proto_kafka::ResponseError::try_from_code(code)
+                            .unwrap_or(proto_kafka::ResponseError::UnknownServerError)
+                    ),
+                    result.error_message.as_deref().unwrap_or("")
+                ),
+            }
+        }
+    }
+    println!("{elected} partition(s) got a new leader.");
     Ok(())
 }
 

@@ -83,6 +83,8 @@ pub const BROKER_KEYS: &[KeyDef] = keys![
     "fetch.zero.copy.enable", Boolean, "true", "Send fetched records with sendfile when they are in a verified segment prefix.";
     "compression.type", String, "producer", "Broker default compression.type.";
     "unclean.leader.election.enable", Boolean, "false", "Default unclean.leader.election.enable.";
+    "auto.leader.rebalance.enable", Boolean, "true", "The controller moves leadership back to preferred replicas that are alive and in sync.";
+    "leader.imbalance.check.interval.seconds", Long, "300", "How often the controller checks for leaderships away from preferred replicas.";
     "replica.lag.time.max.ms", Long, "30000", "A follower that has not caught up with the leader's log end for this long leaves the ISR.";
     "replica.fetch.wait.max.ms", Int, "500", "Longest a follower's fetch waits at the leader for new records.";
     "replica.fetch.max.bytes", Int, "1048576", "Bytes a follower fetches per partition per request (at least one batch).";
@@ -141,6 +143,8 @@ pub struct BrokerConfig {
     pub fetch_zero_copy: bool,
     /// `replica.*` settings: follower fetching and ISR membership.
     pub replication: ReplicationOptions,
+    pub auto_leader_rebalance: bool,
+    pub leader_imbalance_check_interval_ms: u64,
 }
 
 /// How followers fetch and when they leave the ISR (`replica.*` keys, Kafka's meanings).
@@ -390,6 +394,10 @@ impl BrokerConfig {
             )
             .max(0) as usize,
             fetch_zero_copy: get("fetch.zero.copy.enable") == "true",
+            auto_leader_rebalance: get("auto.leader.rebalance.enable") == "true",
+            leader_imbalance_check_interval_ms: positive("leader.imbalance.check.interval.seconds")?
+                as u64
+                * 1000,
             replication: ReplicationOptions {
                 lag_time_max_ms: positive("replica.lag.time.max.ms")? as u64,
                 fetch_wait_max_ms: non_negative("replica.fetch.wait.max.ms")? as i32,

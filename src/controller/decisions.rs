@@ -606,6 +606,107 @@ pub fn move_leadership_away(
     records
 }
 
+/// One partition's outcome of an ElectLeaders request: (topic, partition, error code,
+/// message); 0 means a new leader was chosen.
+pub type ElectionOutcome = (String, i32, i16, Option<String>);
+
+/// Leader elections (ElectLeaders, and the controller's automatic preferred-leader
+/// rebalance). Preferred (`unclean` false): the first replica in the assignment becomes
+/// leader when it is alive and in the ISR. Unclean: a partition without a leader gets its
+/// first live replica, in the ISR or not. `wanted` None means every partition, and then
+/// partitions that need nothing are left out of the outcomes.
+pub fn elect_leaders(
+    image: &MetadataImage,
+    unclean: bool,
+    wanted: Option<&[(String, i32)]>,
+) -> (Vec<MetadataRecord>, Vec<ElectionOutcome>) {
+    let alive = |id: i32| image.broker(id).is_some_and(|b| !b.fenced);
+    let all: Vec<(String, i32)>;
+    let targets: &[(String, i32)] = match wanted {
+        Some(targets) => targets,
+        None => {
+            all = image
+                .topics
+                .values()
+                .flat_map(|t| {
+                    t.partitions
+                        .iter()
+                        .map(move |p| (t.name.clone(), p.partition))
+                })
+                .collect();
+            &all
+        }
+    };
+    let mut records = Vec::new();
+    let mut outcomes = Vec::new();
+    for (name, index) in targets {
+        let found = image
+            .topic(name)
+            .and_then(|topic| topic.partition(*index).map(|p| (topic, p)));
+        let Some((topic, partition)) = found else {
+            outcomes.push((
+                name.clone(),
+                *index,
+                ResponseError::UnknownTopicOrPartition.code(),
+                Some(format!("{name}-{index} does not exist")),
+            ));
+            continue;
+        };
+        let choice = if unclean {
+            if partition.leader != -1 {
+                Err((
+                    ResponseError::ElectionNotNeeded,
+                    "the partition has a leader",
+                ))
+            } else {
+                partition
+                    .replicas
+                    .iter()
+                    .copied()
+                    .find(|id| alive(*id))
+                    .ok_or((
+                        ResponseError::EligibleLeadersNotAvailable,
+                        "no replica is alive",
+                    ))
+            }
+        } else {
+            let preferred = partition.replicas.first().copied().unwrap_or(-1);
+            if partition.leader == preferred {
+                Err((
+                    ResponseError::ElectionNotNeeded,
+                    "the preferred replica leads already",
+                ))
+            } else if !alive(preferred) || !partition.isr.contains(&preferred) {
+                Err((
+                    ResponseError::PreferredLeaderNotAvailable,
+                    "the preferred replica is not alive and in sync",
+                ))
+            } else {
+                Ok(preferred)
+            }
+        };
+        match choice {
+            Ok(leader) => {
+                let isr = (unclean && !partition.isr.contains(&leader)).then(|| vec![leader]);
+                records.push(MetadataRecord::PartitionChange {
+                    topic_id: topic.topic_id,
+                    partition: *index,
+                    leader: Some(leader),
+                    isr,
+                    replicas: None,
+                });
+                outcomes.push((name.clone(), *index, 0, None));
+            }
+            Err((code, why)) => {
+                if wanted.is_some() {
+                    outcomes.push((name.clone(), *index, code.code(), Some(why.to_owned())));
+                }
+            }
+        }
+    }
+    (records, outcomes)
+}
+
 /// Leadership for partitions without a leader that `broker` (now unfenced) can take: it is
 /// an in-sync replica of them.
 pub fn elect_leaderless(image: &MetadataImage, broker: i32) -> Vec<MetadataRecord> {

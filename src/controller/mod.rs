@@ -72,6 +72,12 @@ pub enum ControllerRequest {
     },
     /// A partition leader asks for a new ISR (Kafka's AlterPartition).
     AlterPartition(decisions::IsrChange),
+    /// ElectLeaders: preferred (or, `unclean`, any live replica for leaderless partitions);
+    /// `partitions` None means all.
+    ElectLeaders {
+        unclean: bool,
+        partitions: Option<Vec<(String, i32)>>,
+    },
 }
 
 /// What a broker registers with.
@@ -107,6 +113,8 @@ pub enum ControllerReply {
         registered: bool,
         fenced: bool,
     },
+    /// Per partition of an ElectLeaders request: (topic, partition, error code, message).
+    Elected(Vec<decisions::ElectionOutcome>),
     /// The partition after an AlterPartition: what the leader should now hold.
     PartitionState {
         leader_epoch: i32,
@@ -130,6 +138,11 @@ pub struct ControllerState {
     leading_term: Mutex<u64>,
     /// Data directory id each broker registered with, to tell a restart from a duplicate.
     directories: Mutex<HashMap<i32, String>>,
+    /// (broker, epoch) of brokers in controlled shutdown: a heartbeat of theirs racing the
+    /// shutdown must not unfence them and hand their leaderships back.
+    shutting_down: Mutex<std::collections::HashSet<(i32, i64)>>,
+    /// When the automatic preferred-leader rebalance last ran.
+    last_rebalance: Mutex<Option<Instant>>,
 }
 
 /// Not-the-leader, as an internal signal to forward.
@@ -320,6 +333,18 @@ impl Broker {
                 let (records, reply) = decisions::alter_partition(image, &change)?;
                 (records, reply, AfterWrite::Nothing)
             }
+            ControllerRequest::ElectLeaders {
+                unclean,
+                partitions,
+            } => {
+                let (records, outcomes) =
+                    decisions::elect_leaders(image, unclean, partitions.as_deref());
+                (
+                    records,
+                    ControllerReply::Elected(outcomes),
+                    AfterWrite::Nothing,
+                )
+            }
         })
     }
 
@@ -461,6 +486,11 @@ impl Broker {
             .insert(broker_id, Instant::now());
         if want_shut_down {
             // Controlled shutdown: fence now and move its leaderships before it goes.
+            self.controller
+                .shutting_down
+                .lock()
+                .expect("shutdown set lock poisoned")
+                .insert((broker_id, broker_epoch));
             let mut records = Vec::new();
             if !registration.fenced {
                 records.push(MetadataRecord::FenceBroker {
@@ -479,6 +509,22 @@ impl Broker {
             }
             return (
                 records,
+                ControllerReply::HeartbeatAck {
+                    registered: true,
+                    fenced: true,
+                },
+                AfterWrite::Nothing,
+            );
+        }
+        let stopping = self
+            .controller
+            .shutting_down
+            .lock()
+            .expect("shutdown set lock poisoned")
+            .contains(&(broker_id, broker_epoch));
+        if registration.fenced && stopping {
+            return (
+                Vec::new(),
                 ControllerReply::HeartbeatAck {
                     registered: true,
                     fenced: true,
@@ -766,7 +812,53 @@ pub async fn run_duties(broker: Arc<Broker>, mut shutdown: tokio::sync::watch::R
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
-            _ = tick.tick() => broker.fence_silent_brokers().await,
+            _ = tick.tick() => {
+                broker.fence_silent_brokers().await;
+                broker.rebalance_leaders_if_due().await;
+            }
+        }
+    }
+}
+
+impl Broker {
+    /// `auto.leader.rebalance.enable`: every `leader.imbalance.check.interval.seconds` the
+    /// controller moves leadership back to each partition's preferred replica where that
+    /// replica is alive and in sync (after restarts, leaderships pile up on the survivors).
+    async fn rebalance_leaders_if_due(&self) {
+        if !self.config.auto_leader_rebalance {
+            return;
+        }
+        let status = self.quorum.status();
+        if status.leader_id != Some(self.quorum.node_id()) {
+            return;
+        }
+        let interval = Duration::from_millis(self.config.leader_imbalance_check_interval_ms);
+        {
+            let mut last = self
+                .controller
+                .last_rebalance
+                .lock()
+                .expect("rebalance lock poisoned");
+            if last.is_some_and(|at| at.elapsed() < interval) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let request = ControllerRequest::ElectLeaders {
+            unclean: false,
+            partitions: None,
+        };
+        match self.execute(request).await {
+            Attempt::Done(Ok(ControllerReply::Elected(outcomes))) if !outcomes.is_empty() => {
+                tracing::info!(
+                    partitions = outcomes.len(),
+                    "preferred leader election moved leaderships back"
+                );
+            }
+            Attempt::Done(Err(error)) => {
+                tracing::warn!(%error, "preferred leader election failed")
+            }
+            _ => {}
         }
     }
 }

@@ -30,6 +30,7 @@ pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_log_dirs;
 pub mod describe_quorum;
+pub mod elect_leaders;
 pub mod fetch;
 pub mod incremental_alter_configs;
 pub mod list_offsets;
@@ -233,6 +234,7 @@ registry! {
     DescribeLogDirs => describe_log_dirs::DescribeLogDirsRequest, 1..=4, lazy;
     DescribeQuorum => describe_quorum::DescribeQuorumRequest, 0..=2, lazy;
     OffsetForLeaderEpoch => offset_for_leader_epoch::OffsetForLeaderEpochRequest, 0..=4, lazy;
+    ElectLeaders => elect_leaders::ElectLeadersRequest, 0..=2, lazy;
 }
 
 /// The registry entry of `api`, if served.

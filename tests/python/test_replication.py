@@ -421,3 +421,59 @@ def raw_produce_v9_acks(connection, correlation_id, topic, partition, batch, ack
     response.skip_tagged_fields()
     (result,) = parse_produce_response_v9(response.data[response.position:])
     return result
+
+
+def test_a_rolling_sigterm_restart_under_load_loses_nothing_and_leaders_return(brokers, capsys):
+    cluster = start_cluster(brokers, {"leader.imbalance.check.interval.seconds": 1})
+    partitions = 6
+    create_replicated_topic(cluster, "rolling", partitions=partitions)
+    producer = AckedProducer(cluster)
+    stop = threading.Event()
+    sent = 0
+
+    def produce_until_stopped():
+        nonlocal sent
+        while not stop.is_set():
+            producer.produce("rolling", f"rolling-{sent:07d}".encode(), partition=sent % partitions)
+            sent += 1
+            if sent % 500 == 0:
+                producer.poll()
+                time.sleep(0.05)
+
+    thread = threading.Thread(target=produce_until_stopped, daemon=True)
+    thread.start()
+    shutdown_seconds = {}
+    for node_id, node in cluster.nodes.items():
+        before = sent
+        wait_until(lambda: sent > before + 2000, timeout_s=60, what="records flowing")
+        started = time.monotonic()
+        assert node.terminate() == 0, f"node {node_id} did not shut down cleanly"
+        shutdown_seconds[node_id] = time.monotonic() - started
+        node.restart()
+        for partition in range(partitions):
+            wait_isr(cluster, "rolling", partition, [1, 2, 3], timeout_s=60)
+    stop.set()
+    thread.join(timeout=30)
+    producer.flush()
+    assert not producer.failed, f"{len(producer.failed)} failed deliveries, first: {producer.failed[:3]}"
+    assert max(shutdown_seconds.values()) < 10, shutdown_seconds
+
+    # The controller moves every leadership back to its preferred replica.
+    def preferred_leaders():
+        metadata = cluster.metadata(cluster.nodes[1]).topic("rolling")
+        return all(p.leader == p.replicas[0] for p in metadata.partitions)
+
+    wait_until(preferred_leaders, timeout_s=30, what="every partition led by its preferred replica")
+    read, duplicates = check_every_ack_at_its_offset(cluster, "rolling", producer.acked, partitions=partitions)
+    report(capsys, f"rolling SIGTERM restart: shutdowns {', '.join(f'{s:.2f}' for s in shutdown_seconds.values())} s; "
+                   f"{len(producer.acked)} records acknowledged, 0 lost, {duplicates} duplicates")
+    # On demand too: with every preferred replica leading, ElectLeaders has nothing to do.
+    import subprocess
+    from karst import die_with_parent
+    node = cluster.nodes[2]
+    result = subprocess.run(die_with_parent([str(node.binary), "topics", "elect-leaders", "--topic", "rolling",
+                                             "--bootstrap-server", node.bootstrap]),
+                            capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    assert "0 partition(s) got a new leader" in result.stdout, result.stdout
+    assert result.stdout.count("ELECTION_NOT_NEEDED") == partitions, result.stdout
