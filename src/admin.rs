@@ -3,7 +3,7 @@
 //! | path | answer |
 //! |---|---|
 //! | `GET /metrics` | Prometheus text format |
-//! | `GET /health` | `ok` |
+//! | `GET /health` | JSON: registered, fenced, metadata caught up, replicas outside their ISR; 200 when registered, unfenced and caught up, else 503 |
 //! | `GET /v1/cluster` | JSON: cluster id, controller, this node's view of the quorum, registered brokers (with incarnation ids and epochs) |
 //! | `GET /v1/partitions` | JSON: every partition hosted here: leader, epochs, ISR, replicas, HW, log start and end |
 //!
@@ -113,7 +113,18 @@ async fn answer(
     let path = target.split('?').next().unwrap_or_default();
     let (status, content_type, body) = match (method, path) {
         ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4", handle.render()),
-        ("GET", "/health") => ("200 OK", "text/plain", "ok\n".to_owned()),
+        ("GET", "/health") => match broker {
+            Some(broker) => {
+                let (healthy, view) = health_view(broker);
+                let status = if healthy {
+                    "200 OK"
+                } else {
+                    "503 Service Unavailable"
+                };
+                (status, "application/json", format!("{view:#}\n"))
+            }
+            None => ("200 OK", "text/plain", "ok\n".to_owned()),
+        },
         ("GET", "/v1/cluster" | "/v1/partitions") => match broker {
             Some(broker) => {
                 let view = if path == "/v1/cluster" {
@@ -221,6 +232,45 @@ pub fn cluster_view(broker: &Broker) -> Value {
         "quorum": quorum,
         "brokers": brokers,
     })
+}
+
+/// `/health`: is this node registered with the controller, unfenced, and acting on
+/// metadata that holds its own registration (caught up)? Those three make it healthy. It
+/// also counts the replicas it hosts that are not in their partition's ISR (catching up
+/// after a restart, or lagging), which an operator rolling a cluster waits to see at 0.
+pub fn health_view(broker: &Broker) -> (bool, Value) {
+    if !broker.config.roles_broker {
+        return (
+            true,
+            json!({"status": "ok", "node_id": broker.config.node_id, "roles": "controller"}),
+        );
+    }
+    let image = broker.quorum.image();
+    let epoch = broker
+        .broker_epoch
+        .load(std::sync::atomic::Ordering::SeqCst);
+    let registration = image.broker(broker.config.node_id);
+    let registered = epoch >= 0 && registration.is_some();
+    let fenced = registration.is_none_or(|r| r.fenced);
+    let caught_up = registration.is_some_and(|r| r.broker_epoch == epoch);
+    let outside_isr = broker
+        .replicas
+        .partitions()
+        .iter()
+        .filter(|p| !p.view().assignment.isr.contains(&broker.config.node_id))
+        .count();
+    let healthy = registered && !fenced && caught_up;
+    (
+        healthy,
+        json!({
+            "status": if healthy { "ok" } else { "unavailable" },
+            "node_id": broker.config.node_id,
+            "registered": registered,
+            "fenced": fenced,
+            "metadata_caught_up": caught_up,
+            "replicas_not_in_isr": outside_isr,
+        }),
+    )
 }
 
 /// `/v1/partitions`: every replica hosted on this node: its role, the controller's view as

@@ -16,6 +16,11 @@ use proto_kafka::ResponseError;
 
 use crate::error::ApiError;
 
+/// Most partitions one session may track. A client's incremental requests add partitions
+/// by name, existing or not: without a bound, one session could grow the broker's memory
+/// without limit. 100,000 is above any real consumer's assignment on one broker.
+pub const SESSION_PARTITIONS_MAX: usize = 100_000;
+
 /// Sessions idle longer than this are evicted first when the cache is full.
 pub const SESSION_IDLE_EVICTION: Duration = Duration::from_secs(120);
 
@@ -82,7 +87,8 @@ impl FetchSessionCache {
             return Ok(SessionUse::Sessionless);
         }
         if epoch == 0 {
-            if sessions.len() >= self.slots && !Self::evict_idle(&mut sessions) {
+            let too_large = updates.len() > SESSION_PARTITIONS_MAX;
+            if too_large || sessions.len() >= self.slots && !Self::evict_idle(&mut sessions) {
                 return Ok(SessionUse::New(0));
             }
             let id = {
@@ -120,6 +126,19 @@ impl FetchSessionCache {
         session.last_used = Instant::now();
         for key in forgotten {
             session.partitions.remove(&key);
+        }
+        let added = updates
+            .iter()
+            .filter(|(key, _)| !session.partitions.contains_key(key))
+            .count();
+        if session.partitions.len() + added > SESSION_PARTITIONS_MAX {
+            sessions.remove(&session_id);
+            return Err(ApiError::new(
+                ResponseError::FetchSessionIdNotFound,
+                format!(
+                    "fetch session {session_id} would track more than {SESSION_PARTITIONS_MAX} partitions"
+                ),
+            ));
         }
         for (key, update) in updates {
             let entry = session.partitions.entry(key).or_default();
@@ -174,6 +193,31 @@ mod tests {
             partition_max_bytes: 1024,
             ..SessionPartition::default()
         }
+    }
+
+    #[test]
+    fn a_session_cannot_grow_past_its_partition_limit() {
+        let cache = FetchSessionCache::new(10);
+        let SessionUse::New(id) = cache
+            .begin(
+                0,
+                0,
+                vec![(("t".to_owned(), 0), partition(0))],
+                vec![],
+                false,
+            )
+            .unwrap()
+        else {
+            panic!("expected a new session");
+        };
+        let flood: Vec<(PartitionKey, SessionPartition)> = (1..=SESSION_PARTITIONS_MAX as i32)
+            .map(|index| (("t".to_owned(), index), partition(0)))
+            .collect();
+        let error = cache.begin(id, 1, flood, vec![], false).err().unwrap();
+        assert_eq!(error.code, ResponseError::FetchSessionIdNotFound);
+        // The session is gone (the client starts a new, full one): its next epoch is unknown.
+        let gone = cache.begin(id, 2, vec![], vec![], false).err().unwrap();
+        assert_eq!(gone.code, ResponseError::FetchSessionIdNotFound);
     }
 
     #[test]

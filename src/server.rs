@@ -120,6 +120,9 @@ async fn serve(config: BrokerConfig, source: String) -> anyhow::Result<()> {
     };
     let (shutdown_sender, shutdown) = watch::channel(false);
     let images = tokio::spawn(follow_images(Arc::clone(&broker), shutdown.clone()));
+    // Exported from the start (at zero), so dashboards and alerts see the series.
+    metrics::counter!("kafka_server_replicamanager_isrshrinks_total").increment(0);
+    metrics::counter!("kafka_server_replicamanager_isrexpands_total").increment(0);
     let isr_checks = tokio::spawn(crate::replication::isr::run_shrink_checks(
         Arc::clone(&broker),
         shutdown.clone(),
@@ -271,15 +274,10 @@ async fn wait_for_registration(
     let deadline = std::time::Instant::now() + REGISTRATION_WAIT;
     let mut images = broker.quorum.subscribe();
     loop {
-        let registered = broker
-            .broker_epoch
-            .load(std::sync::atomic::Ordering::SeqCst)
-            >= 0
-            && broker
-                .metadata
-                .image()
-                .broker(broker.config.node_id)
-                .is_some();
+        // Registered, and the replicas act on metadata that holds the registration: only
+        // then does the Kafka port open, so no client meets a replica without its role.
+        let registered =
+            holds_own_registration(broker, &broker.metadata.image()) && broker.replicas.applied();
         if registered || lifecycle.is_finished() {
             return;
         }
@@ -291,7 +289,7 @@ async fn wait_for_registration(
             return;
         }
         let _ =
-            tokio::time::timeout(remaining.min(Duration::from_millis(200)), images.changed()).await;
+            tokio::time::timeout(remaining.min(Duration::from_millis(20)), images.changed()).await;
     }
 }
 

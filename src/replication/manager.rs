@@ -34,6 +34,8 @@ pub struct ReplicaManager {
     partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
     /// High watermarks from the checkpoint at start-up, for replicas not yet created.
     checkpointed_high_watermarks: HashMap<TopicPartition, Offset>,
+    /// A metadata image has been applied: replicas have their roles.
+    applied: std::sync::atomic::AtomicBool,
 }
 
 impl ReplicaManager {
@@ -48,6 +50,7 @@ impl ReplicaManager {
             logs,
             partitions: RwLock::new(HashMap::new()),
             checkpointed_high_watermarks,
+            applied: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -57,6 +60,11 @@ impl ReplicaManager {
 
     pub fn node_id(&self) -> i32 {
         self.node_id
+    }
+
+    /// Whether replicas have taken their roles from a metadata image yet.
+    pub fn applied(&self) -> bool {
+        self.applied.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Brings local replicas in line with `image`: creates or reconfigures the logs of
@@ -128,6 +136,8 @@ impl ReplicaManager {
             tracing::info!(partition = %key, "deleting the log of a replica no longer hosted here");
             self.logs.delete(&key)?;
         }
+        self.applied
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         Ok(self.followed_leaders())
     }
 

@@ -240,13 +240,33 @@ impl Log {
             let checkable = validate && (hint.recovery_point.is_some() || !config.cleanup_compact);
             let ends_short_of = next_base.filter(|&next| checkable && segment.next_offset < next);
             let log_ends_here = if let Some(reason) = outcome.stopped_because {
-                tracing::warn!(
-                    %partition,
-                    path = %segment.file.path.display(),
-                    reason,
-                    valid_bytes = outcome.valid_bytes,
-                    "recovery: truncating the log after the last valid batch"
-                );
+                // A bad batch with later segments behind it is not a torn tail: data that
+                // was synced is gone or damaged. Say so loudly; a follower refetches what
+                // it loses from its leader, a leader's loss shows in this metric and log.
+                let interior = position + 1 < bases.len();
+                metrics::counter!(
+                    "karst_log_recovery_truncations_total",
+                    "kind" => if interior { "interior" } else { "tail" }
+                )
+                .increment(1);
+                if interior {
+                    tracing::error!(
+                        %partition,
+                        path = %segment.file.path.display(),
+                        reason,
+                        valid_bytes = outcome.valid_bytes,
+                        later_segments = bases.len() - position - 1,
+                        "recovery: a bad batch INSIDE the log; truncating there drops later segments"
+                    );
+                } else {
+                    tracing::warn!(
+                        %partition,
+                        path = %segment.file.path.display(),
+                        reason,
+                        valid_bytes = outcome.valid_bytes,
+                        "recovery: truncating the log after the last valid batch"
+                    );
+                }
                 segment
                     .file
                     .file
