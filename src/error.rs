@@ -41,6 +41,12 @@ impl From<&karst_storage::LogError> for ApiError {
         use karst_storage::LogError;
         let code = match error {
             LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+            LogError::Producer(karst_storage::ProducerError::OutOfOrderSequence { .. }) => {
+                ResponseError::OutOfOrderSequenceNumber
+            }
+            LogError::Producer(karst_storage::ProducerError::InvalidProducerEpoch { .. }) => {
+                ResponseError::InvalidProducerEpoch
+            }
             LogError::Offline(_)
             | LogError::OutOfSpace(_)
             | LogError::Corrupt { .. }

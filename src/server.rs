@@ -333,7 +333,7 @@ impl ShutdownSignals {
     }
 }
 
-/// Retention, checkpoints, deferred flushes and size gauges, until shutdown.
+/// Retention, checkpoints, producer-id expiry, deferred flushes and size gauges, until shutdown.
 async fn maintain(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
     let mut retention = tokio::time::interval(Duration::from_millis(
         broker.config.retention_check_interval_ms,
@@ -342,6 +342,9 @@ async fn maintain(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
         tokio::time::interval(Duration::from_millis(broker.config.checkpoint_interval_ms));
     let mut flush = tokio::time::interval(FLUSH_CHECK_INTERVAL);
     let mut sizes = tokio::time::interval(SIZE_METRICS_INTERVAL);
+    let mut producer_expiry = tokio::time::interval(Duration::from_millis(
+        broker.config.producer_id_expiration_check_interval_ms,
+    ));
     let logs = Arc::clone(broker.replicas.logs());
     loop {
         let logs = Arc::clone(&logs);
@@ -355,6 +358,9 @@ async fn maintain(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
                 if let Ok(Err(error)) = outcome {
                     tracing::error!(%error, "writing checkpoints failed");
                 }
+            }
+            _ = producer_expiry.tick() => {
+                let _ = tokio::task::spawn_blocking(move || logs.remove_expired_producers()).await;
             }
             _ = flush.tick() => {
                 let _ = tokio::task::spawn_blocking(move || logs.flush_due()).await;

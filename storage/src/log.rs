@@ -19,8 +19,10 @@ use crate::batch::{BatchHeader, ValidBatch, BATCH_HEADER_BYTES, REWRITTEN_PREFIX
 use crate::config::LogConfig;
 use crate::error::LogError;
 use crate::io::{sync_directory, IoBackend};
+use crate::producer_state::recovery::{rebuild, RebuildSource};
+use crate::producer_state::{snapshot, ProducerEntry, ProducerStateManager, Verdict};
 use crate::segment::{open_sealed_segment, open_segment, Segment, SegmentFile};
-use crate::types::{LeaderEpoch, Offset, TopicPartition};
+use crate::types::{LeaderEpoch, Offset, ProducerId, TopicPartition};
 
 /// Bytes for a fetch response: read into memory, or a region of a segment file to send
 /// with `sendfile`.
@@ -108,6 +110,9 @@ struct LogState {
     messages_since_flush: i64,
     last_flush_ms: i64,
     offline: Option<String>,
+    /// Idempotent producers' epochs and newest batches, changed with the offsets they
+    /// claim (see `producer_state`).
+    producers: ProducerStateManager,
 }
 
 impl LogState {
@@ -280,6 +285,14 @@ impl Log {
             .unwrap_or(first_base)
             .max(first_base)
             .min(log_end_offset);
+        let producers = rebuild(&RebuildSource {
+            partition: &partition,
+            dir: &dir,
+            segments: &segments,
+            log_end_offset,
+            now_ms,
+            expiration_ms: config.producer_id_expiration_ms,
+        })?;
         Ok(Log {
             partition,
             dir,
@@ -291,6 +304,7 @@ impl Log {
                 messages_since_flush: 0,
                 last_flush_ms: now_ms,
                 offline: None,
+                producers,
             }),
         })
     }
@@ -360,9 +374,21 @@ impl Log {
         let mut created_segment = false;
         let mut state = self.lock();
         state.check_online()?;
+        // Idempotent producers: every batch is judged before anything is reserved, so a
+        // refused request leaves no trace; duplicates are answered, not written.
+        let verdicts = state
+            .producers
+            .check_client_batches(batches.iter().map(|batch| &batch.header))?;
         let mut first_offset = None;
+        let mut duplicate_last_offset = None;
         let mut records = 0;
-        for mut batch in batches {
+        for (mut batch, verdict) in batches.into_iter().zip(verdicts) {
+            if let Verdict::Duplicate(original) = verdict {
+                first_offset.get_or_insert(original.base_offset);
+                duplicate_last_offset = Some(original.last_offset);
+                continue;
+            }
+            duplicate_last_offset = None;
             if config.log_append_time {
                 batch.stamp_log_append_time(now_ms);
             }
@@ -379,6 +405,8 @@ impl Log {
             let mut header = batch.header;
             header.base_offset = base_offset;
             active.note_batch(&header, position, config.index_interval_bytes);
+            state.producers.update_from_batch(&header);
+            let active = state.active_mut();
             first_offset.get_or_insert(base_offset);
             records += batch.records_count();
             let prefix = Bytes::copy_from_slice(&batch.rewritten_prefix(base_offset, epoch));
@@ -402,7 +430,7 @@ impl Log {
         Ok(WritePlan {
             info: AppendInfo {
                 base_offset: first_offset.unwrap_or(end_offset),
-                last_offset: end_offset.plus(-1),
+                last_offset: duplicate_last_offset.unwrap_or(end_offset.plus(-1)),
                 log_append_time_ms: if config.log_append_time { now_ms } else { -1 },
                 log_start_offset: state.log_start_offset,
             },
@@ -415,7 +443,8 @@ impl Log {
 
     /// Where the next plan starts from, for [`Log::rollback`].
     pub(crate) fn rollback_point(&self) -> RollbackPoint {
-        let state = self.lock();
+        let mut state = self.lock();
+        state.producers.begin_group();
         let active = state.active();
         RollbackPoint {
             active_base: active.base_offset(),
@@ -463,7 +492,12 @@ impl Log {
         active.max_timestamp_batch = point.max_timestamp_batch;
         let file = Arc::clone(&active.file);
         state.messages_since_flush = point.messages_since_flush;
+        state.producers.undo_group();
         drop(state);
+        // A roll in the undone group wrote a snapshot of offsets that are gone again.
+        if let Err(error) = snapshot::delete_where(&self.dir, |offset| offset > point.next_offset) {
+            tracing::warn!(partition = %self.partition, %error, "could not remove producer snapshots of an undone append");
+        }
         if let Err(error) = file
             .file
             .set_len(point.size_bytes)
@@ -498,6 +532,7 @@ impl Log {
     fn roll_locked(&self, state: &mut LogState, now_ms: i64) -> Result<(), LogError> {
         let next_offset = state.log_end_offset();
         state.active().write_indexes(&self.dir)?;
+        snapshot::write(&self.dir, next_offset, &state.producers)?;
         let segment = Segment::create(&self.dir, next_offset, now_ms)?;
         state.segments.insert(next_offset, segment);
         Ok(())
@@ -844,6 +879,9 @@ impl Log {
                     .next()
                     .expect("the active segment stays");
                 state.log_start_offset = state.log_start_offset.max(first);
+                // The producer state itself stays (as Kafka's): producers are forgotten by
+                // expiry, not because their batches aged out.
+                snapshot::delete_where(&self.dir, |offset| offset < first)?;
                 tracing::info!(
                     partition = %self.partition,
                     segments = doomed.len(),
@@ -905,6 +943,14 @@ impl Log {
                 }
                 doomed.push(state.segments.remove(base).expect("listed above"));
             }
+            if !doomed.is_empty() {
+                let first = *state
+                    .segments
+                    .keys()
+                    .next()
+                    .expect("the active segment stays");
+                snapshot::delete_where(&self.dir, |offset| offset < first)?;
+            }
             start
         };
         for segment in &doomed {
@@ -962,6 +1008,14 @@ impl Log {
         let end = state.log_end_offset();
         state.high_watermark = state.high_watermark.min(end);
         state.log_start_offset = state.log_start_offset.min(end);
+        state.producers = rebuild(&RebuildSource {
+            partition: &self.partition,
+            dir: &self.dir,
+            segments: &state.segments,
+            log_end_offset: end,
+            now_ms: crate::manager::now_ms(),
+            expiration_ms: config.producer_id_expiration_ms,
+        })?;
         Ok(())
     }
 
@@ -1010,7 +1064,33 @@ impl Log {
         crate::io::sync_file(backend, &active.file.file)
             .map_err(LogError::io("sync segment", &active.file.path))?;
         active.write_indexes(&self.dir)?;
+        // The next start loads this instead of scanning the active segment.
+        snapshot::write(&self.dir, state.log_end_offset(), &state.producers)?;
         Ok(state.log_end_offset())
+    }
+}
+
+// Producer state (see `producer_state`): read access for DescribeProducers, expiry, and
+// the hook replication uses to keep a follower's state in step with the leader's batches.
+impl Log {
+    /// Every producer id with state in this log, in id order.
+    pub fn producer_entries(&self) -> Vec<(ProducerId, ProducerEntry)> {
+        self.lock().producers.entries()
+    }
+
+    /// Forgets producers idle for `producer.id.expiration.ms`; returns how many.
+    pub fn remove_expired_producers(&self, now_ms: i64) -> usize {
+        let expiration_ms = self.config().producer_id_expiration_ms;
+        self.lock().producers.remove_expired(now_ms, expiration_ms)
+    }
+
+    /// Runs `update` on the producer state under the log's lock. For replication: a follower
+    /// that appends the leader's batches (with the leader's offsets) calls
+    /// `ProducerStateManager::update_from_batch` for each header in the same critical
+    /// section that makes the batch part of its log, so its state is the leader's when it
+    /// takes over.
+    pub fn with_producer_state<T>(&self, update: impl FnOnce(&mut ProducerStateManager) -> T) -> T {
+        update(&mut self.lock().producers)
     }
 }
 
