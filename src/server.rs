@@ -101,6 +101,7 @@ async fn serve(config: BrokerConfig, source: String) -> anyhow::Result<()> {
         quorum: Arc::clone(&quorum),
         replicas,
         controller: Default::default(),
+        producer_ids: Default::default(),
         broker_epoch: std::sync::atomic::AtomicI64::new(-1),
         directory_id: identity.directory_id.clone(),
     });

@@ -10,6 +10,7 @@
 
 pub mod decisions;
 pub mod lifecycle;
+pub mod producer_ids;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -70,6 +71,11 @@ pub enum ControllerRequest {
         broker_epoch: i64,
         want_shut_down: bool,
     },
+    /// A broker's next block of producer ids ([`producer_ids`]).
+    AllocateProducerIds {
+        broker_id: i32,
+        broker_epoch: i64,
+    },
 }
 
 /// What a broker registers with.
@@ -105,6 +111,7 @@ pub enum ControllerReply {
         registered: bool,
         fenced: bool,
     },
+    ProducerIds(producer_ids::ProducerIdBlock),
     Failed {
         code: i16,
         message: String,
@@ -308,6 +315,18 @@ impl Broker {
                 broker_epoch,
                 want_shut_down,
             } => self.decide_heartbeat(image, broker_id, broker_epoch, want_shut_down),
+            ControllerRequest::AllocateProducerIds {
+                broker_id,
+                broker_epoch,
+            } => {
+                let (records, block) =
+                    producer_ids::allocate_producer_ids(image, broker_id, broker_epoch)?;
+                (
+                    records,
+                    ControllerReply::ProducerIds(block),
+                    AfterWrite::Nothing,
+                )
+            }
         })
     }
 

@@ -29,9 +29,11 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_log_dirs;
+pub mod describe_producers;
 pub mod describe_quorum;
 pub mod fetch;
 pub mod incremental_alter_configs;
+pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
@@ -231,6 +233,8 @@ registry! {
     DeleteRecords => delete_records::DeleteRecordsRequest, 0..=2, lazy;
     DescribeLogDirs => describe_log_dirs::DescribeLogDirsRequest, 1..=4, lazy;
     DescribeQuorum => describe_quorum::DescribeQuorumRequest, 0..=2, lazy;
+    InitProducerId => init_producer_id::InitProducerIdRequest, 0..=5, lazy;
+    DescribeProducers => describe_producers::DescribeProducersRequest, 0..=0, lazy;
 }
 
 /// The registry entry of `api`, if served.
