@@ -34,6 +34,7 @@ pub(crate) fn rebuild(source: &RebuildSource<'_>) -> Result<ProducerStateManager
     let mut state = ProducerStateManager::new();
     let first_base = source.segments.keys().next().copied();
     let mut scan_from = first_base.unwrap_or(source.log_end_offset);
+    let mut loaded = None;
     for offset in snapshot::list(dir)?.into_iter().rev() {
         match snapshot::read(dir, offset)? {
             Some(entries) => {
@@ -41,6 +42,7 @@ pub(crate) fn rebuild(source: &RebuildSource<'_>) -> Result<ProducerStateManager
                     state.insert(producer_id, entry);
                 }
                 scan_from = offset;
+                loaded = Some(offset);
                 break;
             }
             None => {
@@ -49,6 +51,11 @@ pub(crate) fn rebuild(source: &RebuildSource<'_>) -> Result<ProducerStateManager
             }
         }
     }
+    // Keep the snapshots at segment bases (a later truncation may need them) and the one
+    // just loaded; others (clean-close snapshots the log has grown past) are stray.
+    snapshot::delete_where(dir, |offset| {
+        Some(offset) != loaded && !source.segments.contains_key(&offset)
+    })?;
     let scanned = scan(
         source.segments,
         scan_from,
