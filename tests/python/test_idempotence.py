@@ -13,6 +13,7 @@ import time
 import pytest
 
 from karst import (
+    Cluster,
     ERROR_INVALID_PRODUCER_EPOCH,
     ERROR_NONE,
     ERROR_OUT_OF_ORDER_SEQUENCE_NUMBER,
@@ -24,6 +25,7 @@ from karst import (
     init_producer_id_v1,
     raw_produce_v9,
     record_batch,
+    wait_until,
     watermarks,
 )
 
@@ -31,6 +33,12 @@ RECORD_COUNT = 20_000
 PARTITION_COUNT = 3
 CONSUME_TIMEOUT_S = 120
 NOW_MS = int(time.time() * 1000)
+# InitProducerId's answer while the broker has no producer-id block and cannot get one yet
+# (not registered, no controller): retriable.
+ERROR_COORDINATOR_LOAD_IN_PROGRESS = 14
+# Ids per block the controller allocates (src/controller/producer_ids.rs).
+PRODUCER_ID_BLOCK_SIZE = 1000
+FAST_LIFECYCLE = {"broker.heartbeat.interval.ms": 200, "broker.session.timeout.ms": 2000}
 
 
 def produce_idempotent(connection, correlation_id, topic, producer_id, epoch, sequence, values):
@@ -258,3 +266,46 @@ def test_karst_producers_describe_shows_the_producer(brokers, karst_bin):
         0, producer_id, epoch, 2)
     assert int(last_timestamp) == NOW_MS
     assert int(txn_start) == -1
+
+
+def init_producer_id_when_ready(node, timeout_s=30.0):
+    """A producer id from `node`, retrying while it answers COORDINATOR_LOAD_IN_PROGRESS."""
+    def attempt():
+        with RawConnection(node) as connection:
+            error, producer_id, epoch = init_producer_id_v1(connection, 1)
+        assert error in (ERROR_NONE, ERROR_COORDINATOR_LOAD_IN_PROGRESS), error
+        return (producer_id, epoch) if error == ERROR_NONE else None
+
+    producer_id, epoch = wait_until(attempt, timeout_s=timeout_s, interval_s=0.1,
+                                    what=f"a producer id from node {node.node_id}")
+    assert epoch == 0
+    return producer_id
+
+
+def test_producer_id_blocks_are_never_reused_across_a_controller_failover(brokers):
+    cluster = Cluster(brokers, settings=FAST_LIFECYCLE).start()
+    old_leader = cluster.wait_for_leader()
+    # Each node takes its own block from the controller.
+    before = {node_id: init_producer_id_when_ready(node) for node_id, node in cluster.nodes.items()}
+    blocks_before = {producer_id // PRODUCER_ID_BLOCK_SIZE for producer_id in before.values()}
+    assert len(blocks_before) == 3, before
+
+    # SIGKILL the controller; a new one takes over from the Raft log.
+    cluster.nodes[old_leader].kill()
+    survivors = [node for node_id, node in cluster.nodes.items() if node_id != old_leader]
+    cluster.wait_for_leader(survivors, exclude=[old_leader])
+    # Nodes that restart have no block: they ask the new controller for one. One survivor
+    # is SIGKILLed and restarted too, and the old controller comes back.
+    survivors[0].kill()
+    survivors[0].start()
+    cluster.nodes[old_leader].start()
+    after = {node.node_id: init_producer_id_when_ready(node)
+             for node in (survivors[0], cluster.nodes[old_leader])}
+    blocks_after = {producer_id // PRODUCER_ID_BLOCK_SIZE for producer_id in after.values()}
+    assert len(blocks_after) == 2, after
+    assert not blocks_after & blocks_before, (before, after)
+    assert min(after.values()) >= PRODUCER_ID_BLOCK_SIZE * 3, (before, after)
+    # The survivor that kept running still hands out ids from its first block.
+    kept = init_producer_id_when_ready(survivors[1])
+    assert kept // PRODUCER_ID_BLOCK_SIZE == before[survivors[1].node_id] // PRODUCER_ID_BLOCK_SIZE
+    assert kept != before[survivors[1].node_id]
