@@ -1078,6 +1078,11 @@ impl Log {
         self.lock().producers.entries()
     }
 
+    /// How many producer ids have state in this log.
+    pub fn producer_count(&self) -> usize {
+        self.lock().producers.len()
+    }
+
     /// Forgets producers idle for `producer.id.expiration.ms`; returns how many.
     pub fn remove_expired_producers(&self, now_ms: i64) -> usize {
         let expiration_ms = self.config().producer_id_expiration_ms;

@@ -7,6 +7,7 @@ the same producer id, epoch and sequence must get the original offset and be sto
 a gap must be OUT_OF_ORDER_SEQUENCE_NUMBER, an older epoch INVALID_PRODUCER_EPOCH.
 """
 
+import json
 import subprocess
 import time
 
@@ -266,6 +267,11 @@ def test_karst_producers_describe_shows_the_producer(brokers, karst_bin):
         0, producer_id, epoch, 2)
     assert int(last_timestamp) == NOW_MS
     assert int(txn_start) == -1
+    # The operators' partition view counts the producers too.
+    status, body = broker.http_get("/v1/partitions")
+    assert status == 200
+    producers = {p["partition"]: p["producers"] for p in json.loads(body)["partitions"] if p["topic"] == topic}
+    assert producers == {0: 1, 1: 0}
 
 
 def init_producer_id_when_ready(node, timeout_s=30.0):
