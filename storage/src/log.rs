@@ -1089,11 +1089,12 @@ impl Log {
         self.lock().producers.remove_expired(now_ms, expiration_ms)
     }
 
-    /// Runs `update` on the producer state under the log's lock. For replication: a follower
-    /// that appends the leader's batches (with the leader's offsets) calls
-    /// `ProducerStateManager::update_from_batch` for each header in the same critical
-    /// section that makes the batch part of its log, so its state is the leader's when it
-    /// takes over.
+    /// Runs `update` on the producer state under the log's lock. For replication: every
+    /// batch a follower makes part of its log (with the leader's offsets) must reach
+    /// `ProducerStateManager::update_from_batch` in the same critical section, so its state
+    /// is the leader's when it takes over. Appends through `Log::plan` already do that for
+    /// every batch they write; only the client checks (`check_client_batches`) must be
+    /// skipped for a follower's appends. This is for any other path.
     pub fn with_producer_state<T>(&self, update: impl FnOnce(&mut ProducerStateManager) -> T) -> T {
         update(&mut self.lock().producers)
     }

@@ -197,7 +197,7 @@ fn a_clean_shutdown_writes_a_snapshot_at_the_log_end() {
 }
 
 #[test]
-fn a_damaged_snapshot_falls_back_to_scanning_the_log() {
+fn a_damaged_snapshot_falls_back_to_scanning_the_log_and_leftovers_are_removed() {
     let dir = support::scratch_dir();
     {
         let manager = open(dir.path());
@@ -213,8 +213,12 @@ fn a_damaged_snapshot_falls_back_to_scanning_the_log() {
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;
     std::fs::write(&snapshot, bytes).unwrap();
+    // A snapshot write a crash interrupted left its temporary file behind.
+    let temporary = snapshot.with_extension("snapshot.tmp");
+    std::fs::write(&temporary, b"half a snap").unwrap();
     let manager = open(dir.path());
     let log = open_log(&manager, LogConfig::default());
+    assert!(!temporary.exists());
     assert_replays_detected(&manager, &log);
 }
 

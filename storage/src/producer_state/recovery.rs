@@ -30,6 +30,7 @@ pub(crate) struct RebuildSource<'a> {
 /// scanned. Producers past `producer.id.expiration.ms` are dropped.
 pub(crate) fn rebuild(source: &RebuildSource<'_>) -> Result<ProducerStateManager, LogError> {
     let dir = source.dir;
+    snapshot::delete_temporaries(dir)?;
     snapshot::delete_where(dir, |offset| offset > source.log_end_offset)?;
     let mut state = ProducerStateManager::new();
     let first_base = source.segments.keys().next().copied();

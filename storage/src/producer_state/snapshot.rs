@@ -50,6 +50,22 @@ pub fn list(dir: &Path) -> Result<Vec<Offset>, LogError> {
     Ok(offsets)
 }
 
+/// Removes temporary files of snapshot writes a crash interrupted.
+pub fn delete_temporaries(dir: &Path) -> Result<(), LogError> {
+    for entry in fs::read_dir(dir).map_err(LogError::io("list log directory", dir))? {
+        let entry = entry.map_err(LogError::io("list log directory", dir))?;
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".snapshot.tmp")
+        {
+            let path = entry.path();
+            fs::remove_file(&path).map_err(LogError::io("remove producer snapshot", &path))?;
+        }
+    }
+    Ok(())
+}
+
 /// Removes the snapshot at `offset`; a missing file is fine.
 pub fn delete(dir: &Path, offset: Offset) {
     let path = snapshot_path(dir, offset);
