@@ -380,15 +380,16 @@ impl Log {
             .producers
             .check_client_batches(batches.iter().map(|batch| &batch.header))?;
         let mut first_offset = None;
-        let mut duplicate_last_offset = None;
+        // The last batch was a duplicate: its original (offsets, append time) answers.
+        let mut last_duplicate = None;
         let mut records = 0;
         for (mut batch, verdict) in batches.into_iter().zip(verdicts) {
             if let Verdict::Duplicate(original) = verdict {
                 first_offset.get_or_insert(original.base_offset);
-                duplicate_last_offset = Some(original.last_offset);
+                last_duplicate = Some(original);
                 continue;
             }
-            duplicate_last_offset = None;
+            last_duplicate = None;
             if config.log_append_time {
                 batch.stamp_log_append_time(now_ms);
             }
@@ -430,8 +431,13 @@ impl Log {
         Ok(WritePlan {
             info: AppendInfo {
                 base_offset: first_offset.unwrap_or(end_offset),
-                last_offset: duplicate_last_offset.unwrap_or(end_offset.plus(-1)),
-                log_append_time_ms: if config.log_append_time { now_ms } else { -1 },
+                last_offset: last_duplicate.map_or(end_offset.plus(-1), |d| d.last_offset),
+                log_append_time_ms: match (config.log_append_time, last_duplicate) {
+                    (false, _) => -1,
+                    // The original batch was stamped with its append time.
+                    (true, Some(original)) => original.max_timestamp_ms,
+                    (true, None) => now_ms,
+                },
                 log_start_offset: state.log_start_offset,
             },
             end_offset,

@@ -326,3 +326,22 @@ fn pipelined_appends_are_judged_in_order_and_a_refusal_spares_its_neighbours() {
     assert_eq!(outcomes[3].as_ref().unwrap().base_offset, Offset(2));
     assert_eq!(read_all(&log, Offset(0)), vec![(0, 2), (2, 1)]);
 }
+
+#[test]
+fn a_retry_on_a_log_append_time_topic_gets_the_original_append_time() {
+    let dir = support::scratch_dir();
+    let config = LogConfig {
+        log_append_time: true,
+        ..LogConfig::default()
+    };
+    let manager = open_with(
+        dir.path(),
+        Arc::new(karst_storage::PortableBackend),
+        &config,
+    );
+    let log = open_log(&manager, config);
+    let original = append(&manager, &log, idempotent(2, 0, 0)).unwrap();
+    assert!(original.log_append_time_ms > 0);
+    let retry = append(&manager, &log, idempotent(2, 0, 0)).unwrap();
+    assert_eq!(retry, original);
+}
