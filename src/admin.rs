@@ -5,7 +5,7 @@
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /health` | JSON: registered, fenced, metadata caught up, replicas outside their ISR; 200 when registered, unfenced and caught up, else 503 |
 //! | `GET /v1/cluster` | JSON: cluster id, controller, this node's view of the quorum, registered brokers (with incarnation ids and epochs) |
-//! | `GET /v1/partitions` | JSON: every partition hosted here: leader, epochs, ISR, replicas, HW, log start and end |
+//! | `GET /v1/partitions` | JSON: every partition hosted here: leader, epochs, ISR, replicas, HW, log start and end, producer count |
 //!
 //! A deliberately tiny HTTP/1.0 responder: one request per connection, bounded request
 //! size and time, no keep-alive. It serves operators, not clients. The JSON views are read
@@ -314,6 +314,8 @@ pub fn partitions_view(broker: &Broker) -> Value {
                 "log_start_offset": offsets.log_start_offset.0,
                 "log_end_offset": offsets.durable_end_offset.0,
                 "size_bytes": hosted.log.size_bytes(),
+                // Idempotent producers with state here (DescribeProducers has the details).
+                "producers": hosted.log.producer_count(),
             })
         })
         .collect();

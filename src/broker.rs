@@ -7,6 +7,7 @@ use karst_raft::MetadataQuorum;
 
 use crate::config::BrokerConfig;
 use crate::controller::ControllerState;
+use crate::coordinator::producer_ids::ProducerIdManager;
 use crate::fetch_session::FetchSessionCache;
 use crate::metadata::MetadataView;
 use crate::replication::fetcher::Fetchers;
@@ -20,6 +21,8 @@ pub struct Broker {
     pub fetchers: Fetchers,
     pub fetch_sessions: FetchSessionCache,
     pub controller: ControllerState,
+    /// Producer ids this broker hands out (InitProducerId).
+    pub producer_ids: ProducerIdManager,
     /// This broker's epoch from its registration; -1 until registered.
     pub broker_epoch: AtomicI64,
     /// `directory.id` of the data directory (`meta.properties`).

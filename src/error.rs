@@ -43,6 +43,12 @@ impl From<&karst_storage::LogError> for ApiError {
             LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
             // A leader whose epoch is older than the log's latest has been replaced.
             LogError::OutOfOrder(_) => ResponseError::NotLeaderOrFollower,
+            LogError::Producer(karst_storage::ProducerError::OutOfOrderSequence { .. }) => {
+                ResponseError::OutOfOrderSequenceNumber
+            }
+            LogError::Producer(karst_storage::ProducerError::InvalidProducerEpoch { .. }) => {
+                ResponseError::InvalidProducerEpoch
+            }
             LogError::Offline(_)
             | LogError::OutOfSpace(_)
             | LogError::Corrupt { .. }

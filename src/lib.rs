@@ -9,6 +9,7 @@
 //! | [`network`] | listener, connection loop, frame limits, in-order pipelined responses |
 //! | [`handlers`] | one file per Kafka API, the registry that dispatches and feeds ApiVersions |
 //! | [`controller`] | topic create/delete/partitions/config decisions -> metadata records |
+//! | [`coordinator`] | broker-side coordinators: producer ids for InitProducerId |
 //! | [`metadata`] | metadata image, records, the durable record journal |
 //! | [`replication`] | hosted replicas (leader and follower): high watermark, ISR, follower fetchers, acks=all |
 //! | [`fetch_session`] | incremental fetch sessions (KIP-227) |
@@ -26,6 +27,7 @@ pub mod client;
 pub mod cluster_id;
 pub mod config;
 pub mod controller;
+pub mod coordinator;
 pub mod error;
 pub mod fetch_session;
 pub mod handlers;

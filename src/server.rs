@@ -103,6 +103,7 @@ async fn serve(config: BrokerConfig, source: String) -> anyhow::Result<()> {
         replicas,
         fetchers: Default::default(),
         controller: Default::default(),
+        producer_ids: Default::default(),
         broker_epoch: std::sync::atomic::AtomicI64::new(-1),
         directory_id: identity.directory_id.clone(),
     });
@@ -426,7 +427,7 @@ impl ShutdownSignals {
 /// How often follower fetchers are checked against the partitions this node follows.
 const FETCHER_RECONCILE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Retention, checkpoints, deferred flushes and size gauges, until shutdown.
+/// Retention, checkpoints, producer-id expiry, deferred flushes and size gauges, until shutdown.
 async fn maintain(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
     let mut retention = tokio::time::interval(Duration::from_millis(
         broker.config.retention_check_interval_ms,
@@ -441,6 +442,9 @@ async fn maintain(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
             .high_watermark_checkpoint_interval_ms,
     ));
     let mut sizes = tokio::time::interval(SIZE_METRICS_INTERVAL);
+    let mut producer_expiry = tokio::time::interval(Duration::from_millis(
+        broker.config.producer_id_expiration_check_interval_ms,
+    ));
     let logs = Arc::clone(broker.replicas.logs());
     loop {
         let logs = Arc::clone(&logs);
@@ -462,6 +466,9 @@ async fn maintain(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
                     tracing::error!(%error, "writing the high watermark checkpoint failed");
                 }
                 publish_replication_gauges(&broker);
+            }
+            _ = producer_expiry.tick() => {
+                let _ = tokio::task::spawn_blocking(move || logs.remove_expired_producers()).await;
             }
             _ = flush.tick() => {
                 let _ = tokio::task::spawn_blocking(move || logs.flush_due()).await;

@@ -14,6 +14,7 @@
 //! | [`cluster`] | DescribeQuorum and DescribeCluster: the metadata quorum and the brokers |
 //! | [`produce`] | producing a batch of records to one partition |
 //! | [`fetch`] | fetching from offsets, and ListOffsets (earliest, latest, by timestamp) |
+//! | [`producers`] | DescribeProducers: idempotent producers' state per partition |
 //! | [`records`] | record batches: encoding for produce, decoding fetched bytes |
 //! | [`partitioner`] | Kafka's murmur2 partitioner for keyed records |
 //! | [`error`] | [`ClientError`] and readable Kafka error codes |
@@ -30,6 +31,7 @@ pub mod fetch;
 pub mod metadata;
 pub mod partitioner;
 pub mod produce;
+pub mod producers;
 pub mod records;
 pub mod versions;
 

@@ -82,6 +82,8 @@ pub const BROKER_KEYS: &[KeyDef] = keys![
     "max.incremental.fetch.session.cache.slots", Int, "1000", "Most incremental fetch sessions.";
     "fetch.zero.copy.enable", Boolean, "true", "Send fetched records with sendfile when they are in a verified segment prefix.";
     "compression.type", String, "producer", "Broker default compression.type.";
+    "producer.id.expiration.ms", Int, "86400000", "Producer state of an idempotent producer id is forgotten this long after its newest batch.";
+    "producer.id.expiration.check.interval.ms", Int, "600000", "How often expired producer ids are removed.";
     "unclean.leader.election.enable", Boolean, "false", "Default unclean.leader.election.enable.";
     "auto.leader.rebalance.enable", Boolean, "true", "The controller moves leadership back to preferred replicas that are alive and in sync.";
     "leader.imbalance.check.interval.seconds", Long, "300", "How often the controller checks for leaderships away from preferred replicas.";
@@ -145,6 +147,10 @@ pub struct BrokerConfig {
     pub replication: ReplicationOptions,
     pub auto_leader_rebalance: bool,
     pub leader_imbalance_check_interval_ms: u64,
+    /// `producer.id.expiration.ms`: idle producer ids' state is forgotten after this.
+    pub producer_id_expiration_ms: i64,
+    /// `producer.id.expiration.check.interval.ms`.
+    pub producer_id_expiration_check_interval_ms: u64,
 }
 
 /// How followers fetch and when they leave the ISR (`replica.*` keys, Kafka's meanings).
@@ -410,6 +416,10 @@ impl BrokerConfig {
             },
             cleaner_enabled: get("log.cleaner.enable") == "true",
             cleaner: cleaner_options(&get)?,
+            producer_id_expiration_ms: positive("producer.id.expiration.ms")?,
+            producer_id_expiration_check_interval_ms: positive(
+                "producer.id.expiration.check.interval.ms",
+            )? as u64,
             explicit,
         })
     }

@@ -206,6 +206,7 @@ pub fn log_config(overrides: &BTreeMap<String, String>, broker: &BrokerConfig) -
             .expect("validated"),
         min_compaction_lag_ms: long("min.compaction.lag.ms"),
         max_compaction_lag_ms: long("max.compaction.lag.ms"),
+        producer_id_expiration_ms: broker.producer_id_expiration_ms,
     }
 }
 

@@ -10,6 +10,7 @@
 
 pub mod decisions;
 pub mod lifecycle;
+pub mod producer_ids;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -78,6 +79,11 @@ pub enum ControllerRequest {
         unclean: bool,
         partitions: Option<Vec<(String, i32)>>,
     },
+    /// A broker's next block of producer ids ([`producer_ids`]).
+    AllocateProducerIds {
+        broker_id: i32,
+        broker_epoch: i64,
+    },
 }
 
 /// What a broker registers with.
@@ -121,6 +127,7 @@ pub enum ControllerReply {
         partition_epoch: i32,
         isr: Vec<i32>,
     },
+    ProducerIds(producer_ids::ProducerIdBlock),
     Failed {
         code: i16,
         message: String,
@@ -342,6 +349,18 @@ impl Broker {
                 (
                     records,
                     ControllerReply::Elected(outcomes),
+                    AfterWrite::Nothing,
+                )
+            }
+            ControllerRequest::AllocateProducerIds {
+                broker_id,
+                broker_epoch,
+            } => {
+                let (records, block) =
+                    producer_ids::allocate_producer_ids(image, broker_id, broker_epoch)?;
+                (
+                    records,
+                    ControllerReply::ProducerIds(block),
                     AfterWrite::Nothing,
                 )
             }

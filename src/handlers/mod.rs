@@ -29,10 +29,12 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_log_dirs;
+pub mod describe_producers;
 pub mod describe_quorum;
 pub mod elect_leaders;
 pub mod fetch;
 pub mod incremental_alter_configs;
+pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod offset_for_leader_epoch;
@@ -235,6 +237,8 @@ registry! {
     DescribeQuorum => describe_quorum::DescribeQuorumRequest, 0..=2, lazy;
     OffsetForLeaderEpoch => offset_for_leader_epoch::OffsetForLeaderEpochRequest, 0..=4, lazy;
     ElectLeaders => elect_leaders::ElectLeadersRequest, 0..=2, lazy;
+    InitProducerId => init_producer_id::InitProducerIdRequest, 0..=5, lazy;
+    DescribeProducers => describe_producers::DescribeProducersRequest, 0..=0, lazy;
 }
 
 /// The registry entry of `api`, if served.

@@ -27,6 +27,8 @@ pub(crate) const LAST_OFFSET_DELTA_OFFSET: usize = 23;
 pub(crate) const BASE_TIMESTAMP_OFFSET: usize = 27;
 pub(crate) const MAX_TIMESTAMP_OFFSET: usize = 35;
 pub(crate) const PRODUCER_ID_OFFSET: usize = 43;
+pub(crate) const PRODUCER_EPOCH_OFFSET: usize = 51;
+pub(crate) const BASE_SEQUENCE_OFFSET: usize = 53;
 pub(crate) const RECORDS_COUNT_OFFSET: usize = 57;
 
 pub(crate) const COMPRESSION_MASK: i16 = 0x07;
@@ -79,6 +81,9 @@ pub struct BatchHeader {
     pub base_timestamp: i64,
     pub max_timestamp: i64,
     pub producer_id: i64,
+    pub producer_epoch: i16,
+    /// Sequence number of the first record (-1 without a producer id).
+    pub base_sequence: i32,
     pub records_count: i32,
 }
 
@@ -105,6 +110,8 @@ impl BatchHeader {
             base_timestamp: read_i64(bytes, BASE_TIMESTAMP_OFFSET),
             max_timestamp: read_i64(bytes, MAX_TIMESTAMP_OFFSET),
             producer_id: read_i64(bytes, PRODUCER_ID_OFFSET),
+            producer_epoch: read_i16(bytes, PRODUCER_EPOCH_OFFSET),
+            base_sequence: read_i32(bytes, BASE_SEQUENCE_OFFSET),
             records_count: read_i32(bytes, RECORDS_COUNT_OFFSET),
         })
     }

@@ -175,6 +175,10 @@ fn commit_group(group: Vec<AppendRequest>, backend: &dyn IoBackend) {
     let mut failed: Vec<Option<LogError>> = (0..logs.len()).map(|_| None).collect();
     for (log_index, plan, _) in &planned {
         if let (Err(error), None) = (plan, &failed[*log_index]) {
+            if error.is_request_refusal() {
+                // Refused before reserving anything (producer state): only this request fails.
+                continue;
+            }
             let partition = logs[*log_index].0.topic_partition();
             tracing::warn!(
                 %partition,

@@ -37,6 +37,9 @@ pub struct LogConfig {
     /// `max.compaction.lag.ms`: a log whose oldest uncleaned record is older than this is
     /// cleaned whatever its dirty ratio.
     pub max_compaction_lag_ms: i64,
+    /// `producer.id.expiration.ms` (a broker setting in Kafka): the producer state of a
+    /// producer id whose newest batch is older than this is forgotten.
+    pub producer_id_expiration_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -57,6 +60,7 @@ impl Default for LogConfig {
             min_cleanable_dirty_ratio: 0.5,
             min_compaction_lag_ms: 0,
             max_compaction_lag_ms: i64::MAX,
+            producer_id_expiration_ms: 24 * 3600 * 1000,
         }
     }
 }

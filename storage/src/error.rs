@@ -27,6 +27,10 @@ pub enum LogError {
     /// A stored batch failed its CRC check: it is never served; the log goes offline.
     #[error("corrupt batch in {path} at byte {position}")]
     Corrupt { path: PathBuf, position: u64 },
+    /// The producer state refused the batch (sequence gap, fenced epoch): nothing of the
+    /// request was written; the rest of its group is unaffected.
+    #[error(transparent)]
+    Producer(#[from] crate::producer_state::ProducerError),
     /// An I/O call failed on `path`.
     #[error("{operation} {path}: {source}")]
     Io {
@@ -53,6 +57,7 @@ impl LogError {
             },
             LogError::OutOfOrder(reason) => LogError::OutOfOrder(reason.clone()),
             LogError::Offline(reason) => LogError::Offline(reason.clone()),
+            LogError::Producer(error) => LogError::Producer(error.clone()),
             LogError::OutOfSpace(reason) => LogError::OutOfSpace(reason.clone()),
             LogError::Corrupt { path, position } => LogError::Corrupt {
                 path: path.clone(),
@@ -68,6 +73,12 @@ impl LogError {
                 source: std::io::Error::new(source.kind(), source.to_string()),
             },
         }
+    }
+
+    /// True for a refusal of one request that leaves the log and the other appends of its
+    /// group untouched.
+    pub fn is_request_refusal(&self) -> bool {
+        matches!(self, LogError::Producer(_))
     }
 
     pub(crate) fn io(

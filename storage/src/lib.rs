@@ -4,11 +4,12 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`types`] | `Offset`, `LeaderEpoch`, `TopicPartition` |
+//! | [`types`] | `Offset`, `LeaderEpoch`, `ProducerId`, `ProducerEpoch`, `TopicPartition` |
 //! | [`batch`] | record batch headers, validation of produced batches, offset rewrite |
 //! | [`index`] | sparse `.index` / `.timeindex` |
 //! | [`segment`] | one `.log` file and its recovery scan |
 //! | [`log`] | a partition log: offsets, reads, retention, recovery, the append plan |
+//! | [`producer_state`] | idempotent producers per log: epochs, sequences, duplicates, snapshots |
 //! | [`committer`] | storage threads: group commit (write, one fdatasync per file, acknowledge) |
 //! | [`io`] | the I/O backend seam and the portable `pwritev` + `fdatasync` backend |
 //! | [`checkpoint`] | Kafka-format offset checkpoint files |
@@ -32,6 +33,7 @@ pub mod index;
 pub mod io;
 pub mod log;
 pub mod manager;
+pub mod producer_state;
 pub mod segment;
 pub mod space;
 pub mod types;
@@ -45,4 +47,5 @@ pub use error::LogError;
 pub use io::{IoBackend, PortableBackend};
 pub use log::{AppendInfo, AppendOrigin, Log, LogOffsets, ReadData};
 pub use manager::{LogManager, LogManagerOptions};
-pub use types::{LeaderEpoch, Offset, TopicPartition};
+pub use producer_state::{ProducerEntry, ProducerError};
+pub use types::{LeaderEpoch, Offset, ProducerEpoch, ProducerId, TopicPartition};

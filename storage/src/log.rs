@@ -20,8 +20,10 @@ use crate::config::LogConfig;
 use crate::epoch_cache::{EpochCache, EpochEnd};
 use crate::error::LogError;
 use crate::io::{sync_directory, IoBackend};
+use crate::producer_state::recovery::{rebuild, RebuildSource};
+use crate::producer_state::{snapshot, ProducerEntry, ProducerStateManager, Verdict};
 use crate::segment::{open_sealed_segment, open_segment, Segment, SegmentFile};
-use crate::types::{LeaderEpoch, Offset, TopicPartition};
+use crate::types::{LeaderEpoch, Offset, ProducerId, TopicPartition};
 
 /// Bytes for a fetch response: read into memory, or a region of a segment file to send
 /// with `sendfile`.
@@ -124,6 +126,9 @@ struct LogState {
     messages_since_flush: i64,
     last_flush_ms: i64,
     offline: Option<String>,
+    /// Idempotent producers' epochs and newest batches, changed with the offsets they
+    /// claim (see `producer_state`).
+    producers: ProducerStateManager,
 }
 
 impl LogState {
@@ -321,6 +326,14 @@ impl Log {
             .min(log_end_offset);
         let epochs = EpochCache::open(&dir, log_end_offset)
             .map_err(LogError::io("open leader-epoch-checkpoint", &dir))?;
+        let producers = rebuild(&RebuildSource {
+            partition: &partition,
+            dir: &dir,
+            segments: &segments,
+            log_end_offset,
+            now_ms,
+            expiration_ms: config.producer_id_expiration_ms,
+        })?;
         Ok(Log {
             partition,
             dir,
@@ -334,6 +347,7 @@ impl Log {
                 messages_since_flush: 0,
                 last_flush_ms: now_ms,
                 offline: None,
+                producers,
             }),
         })
     }
@@ -415,9 +429,27 @@ impl Log {
         let mut created_segment = false;
         let mut state = self.lock();
         state.check_online()?;
+        // Idempotent producers: every batch is judged before anything is reserved, so a
+        // refused request leaves no trace; duplicates are answered, not written.
+        // A follower copies the leader's batches as they are: the leader judged them, and
+        // update_from_batch (below, for every batch written) keeps this replica's state.
+        let verdicts = match origin {
+            AppendOrigin::Leader(_) => state
+                .producers
+                .check_client_batches(batches.iter().map(|batch| &batch.header))?,
+            AppendOrigin::Replica => batches.iter().map(|_| Verdict::Append).collect(),
+        };
         let mut first_offset = None;
+        // The last batch was a duplicate: its original (offsets, append time) answers.
+        let mut last_duplicate = None;
         let mut records = 0;
-        for mut batch in batches {
+        for (mut batch, verdict) in batches.into_iter().zip(verdicts) {
+            if let Verdict::Duplicate(original) = verdict {
+                first_offset.get_or_insert(original.base_offset);
+                last_duplicate = Some(original);
+                continue;
+            }
+            last_duplicate = None;
             let epoch = match origin {
                 AppendOrigin::Leader(epoch) => {
                     if config.log_append_time {
@@ -468,6 +500,8 @@ impl Log {
             let mut header = batch.header;
             header.base_offset = base_offset;
             active.note_batch(&header, position, config.index_interval_bytes);
+            state.producers.update_from_batch(&header);
+            let active = state.active_mut();
             first_offset.get_or_insert(base_offset);
             records += batch.records_count();
             let prefix = Bytes::copy_from_slice(&batch.rewritten_prefix(base_offset, epoch));
@@ -491,8 +525,13 @@ impl Log {
         Ok(WritePlan {
             info: AppendInfo {
                 base_offset: first_offset.unwrap_or(end_offset),
-                last_offset: end_offset.plus(-1),
-                log_append_time_ms: if config.log_append_time { now_ms } else { -1 },
+                last_offset: last_duplicate.map_or(end_offset.plus(-1), |d| d.last_offset),
+                log_append_time_ms: match (config.log_append_time, last_duplicate) {
+                    (false, _) => -1,
+                    // The original batch was stamped with its append time.
+                    (true, Some(original)) => original.max_timestamp_ms,
+                    (true, None) => now_ms,
+                },
                 log_start_offset: state.log_start_offset,
             },
             end_offset,
@@ -504,7 +543,8 @@ impl Log {
 
     /// Where the next plan starts from, for [`Log::rollback`].
     pub(crate) fn rollback_point(&self) -> RollbackPoint {
-        let state = self.lock();
+        let mut state = self.lock();
+        state.producers.begin_group();
         let active = state.active();
         RollbackPoint {
             active_base: active.base_offset(),
@@ -552,7 +592,12 @@ impl Log {
         active.max_timestamp_batch = point.max_timestamp_batch;
         let file = Arc::clone(&active.file);
         state.messages_since_flush = point.messages_since_flush;
+        state.producers.undo_group();
         drop(state);
+        // A roll in the undone group wrote a snapshot of offsets that are gone again.
+        if let Err(error) = snapshot::delete_where(&self.dir, |offset| offset > point.next_offset) {
+            tracing::warn!(partition = %self.partition, %error, "could not remove producer snapshots of an undone append");
+        }
         if let Err(error) = file
             .file
             .set_len(point.size_bytes)
@@ -590,6 +635,7 @@ impl Log {
     fn roll_locked(&self, state: &mut LogState, now_ms: i64) -> Result<(), LogError> {
         let next_offset = state.log_end_offset();
         state.active().write_indexes(&self.dir)?;
+        snapshot::write(&self.dir, next_offset, &state.producers)?;
         let segment = Segment::create(&self.dir, next_offset, now_ms)?;
         state.segments.insert(next_offset, segment);
         Ok(())
@@ -1008,6 +1054,9 @@ impl Log {
                     .next()
                     .expect("the active segment stays");
                 state.log_start_offset = state.log_start_offset.max(first);
+                // The producer state itself stays (as Kafka's): producers are forgotten by
+                // expiry, not because their batches aged out.
+                snapshot::delete_where(&self.dir, |offset| offset < first)?;
                 tracing::info!(
                     partition = %self.partition,
                     segments = doomed.len(),
@@ -1068,6 +1117,14 @@ impl Log {
                     break;
                 }
                 doomed.push(state.segments.remove(base).expect("listed above"));
+            }
+            if !doomed.is_empty() {
+                let first = *state
+                    .segments
+                    .keys()
+                    .next()
+                    .expect("the active segment stays");
+                snapshot::delete_where(&self.dir, |offset| offset < first)?;
             }
             start
         };
@@ -1131,6 +1188,14 @@ impl Log {
             .truncate_from(end)
             .map_err(LogError::io("write leader-epoch-checkpoint", &self.dir))?;
         state.log_start_offset = state.log_start_offset.min(end);
+        state.producers = rebuild(&RebuildSource {
+            partition: &self.partition,
+            dir: &self.dir,
+            segments: &state.segments,
+            log_end_offset: end,
+            now_ms: crate::manager::now_ms(),
+            expiration_ms: config.producer_id_expiration_ms,
+        })?;
         Ok(())
     }
 
@@ -1204,7 +1269,39 @@ impl Log {
         crate::io::sync_file(backend, &active.file.file)
             .map_err(LogError::io("sync segment", &active.file.path))?;
         active.write_indexes(&self.dir)?;
+        // The next start loads this instead of scanning the active segment.
+        snapshot::write(&self.dir, state.log_end_offset(), &state.producers)?;
         Ok(state.log_end_offset())
+    }
+}
+
+// Producer state (see `producer_state`): read access for DescribeProducers, expiry, and
+// the hook replication uses to keep a follower's state in step with the leader's batches.
+impl Log {
+    /// Every producer id with state in this log, in id order.
+    pub fn producer_entries(&self) -> Vec<(ProducerId, ProducerEntry)> {
+        self.lock().producers.entries()
+    }
+
+    /// How many producer ids have state in this log.
+    pub fn producer_count(&self) -> usize {
+        self.lock().producers.len()
+    }
+
+    /// Forgets producers idle for `producer.id.expiration.ms`; returns how many.
+    pub fn remove_expired_producers(&self, now_ms: i64) -> usize {
+        let expiration_ms = self.config().producer_id_expiration_ms;
+        self.lock().producers.remove_expired(now_ms, expiration_ms)
+    }
+
+    /// Runs `update` on the producer state under the log's lock. For replication: every
+    /// batch a follower makes part of its log (with the leader's offsets) must reach
+    /// `ProducerStateManager::update_from_batch` in the same critical section, so its state
+    /// is the leader's when it takes over. Appends through `Log::plan` already do that for
+    /// every batch they write; only the client checks (`check_client_batches`) must be
+    /// skipped for a follower's appends. This is for any other path.
+    pub fn with_producer_state<T>(&self, update: impl FnOnce(&mut ProducerStateManager) -> T) -> T {
+        update(&mut self.lock().producers)
     }
 }
 

@@ -252,6 +252,16 @@ impl LogManager {
             .sum()
     }
 
+    /// Forgets, in every log, producer ids idle for `producer.id.expiration.ms`; returns
+    /// how many.
+    pub fn remove_expired_producers(&self) -> usize {
+        let now = now_ms();
+        self.all()
+            .iter()
+            .map(|log| log.remove_expired_producers(now))
+            .sum()
+    }
+
     /// Syncs logs in `flush.ms` mode whose interval has passed.
     pub fn flush_due(&self) {
         let now = now_ms();

@@ -26,6 +26,37 @@ impl fmt::Display for Offset {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct LeaderEpoch(pub i32);
 
+/// The id the broker handed an idempotent producer (InitProducerId); -1 in batches of
+/// producers without one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProducerId(pub i64);
+
+impl ProducerId {
+    /// What batches of non-idempotent producers carry.
+    pub const NONE: ProducerId = ProducerId(-1);
+}
+
+impl fmt::Display for ProducerId {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(formatter)
+    }
+}
+
+/// The epoch of a producer id: bumped to fence older instances of the same producer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProducerEpoch(pub i16);
+
+impl ProducerEpoch {
+    /// What batches of non-idempotent producers carry.
+    pub const NONE: ProducerEpoch = ProducerEpoch(-1);
+}
+
+impl fmt::Display for ProducerEpoch {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(formatter)
+    }
+}
+
 /// A topic name and partition index: the identity of one log.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TopicPartition {

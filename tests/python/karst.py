@@ -11,7 +11,8 @@ What lives here:
   request (`metadata_v12`), so that "every node answers the same" is checked per node.
 * Client factories (`confluent_producer`, `confluent_consumer`, `confluent_admin`) with the
   settings this broker needs today: no consumer groups (consumers `assign()` explicit offsets,
-  never subscribe or commit) and no idempotent producer.
+  never subscribe or commit). Producers are not idempotent unless a test asks for it
+  (`enable.idempotence=True`; `test_idempotence.py` does), librdkafka's own default.
 * A raw wire kit for the hostile-input tests: frames, request headers, a table-driven
   CRC-32C and a record-batch (magic 2) builder, written with `struct`, big-endian, from the
   Kafka protocol guide, so that the tests can send exactly the bytes they mean.
@@ -418,11 +419,15 @@ def consume_partitions(broker: Broker, topic: str, end_offsets: dict[int, int],
 API_PRODUCE = 0
 API_METADATA = 3
 API_API_VERSIONS = 18
+API_INIT_PRODUCER_ID = 22
 
 ERROR_NONE = 0
 ERROR_CORRUPT_MESSAGE = 2
 ERROR_INVALID_TOPIC_EXCEPTION = 17
 ERROR_UNSUPPORTED_VERSION = 35
+ERROR_OUT_OF_ORDER_SEQUENCE_NUMBER = 45
+ERROR_INVALID_PRODUCER_EPOCH = 47
+ERROR_TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53
 
 
 def _crc32c_table() -> list[int]:
@@ -523,8 +528,10 @@ def encode_record(offset_delta: int, timestamp_delta: int, key: Optional[bytes],
 
 
 def record_batch(values: list[bytes], timestamp_ms: int, keys: Optional[list[Optional[bytes]]] = None,
-                 corrupt_crc: bool = False) -> bytes:
-    """An uncompressed magic-2 record batch with base offset 0 and no producer id.
+                 corrupt_crc: bool = False, producer_id: int = -1, producer_epoch: int = -1,
+                 base_sequence: int = -1) -> bytes:
+    """An uncompressed magic-2 record batch with base offset 0, by default without a producer
+    id (pass `producer_id`, `producer_epoch`, `base_sequence` for an idempotent batch).
 
     Layout (Kafka protocol guide, "Record Batch"): baseOffset int64, batchLength int32,
     partitionLeaderEpoch int32, magic int8, crc uint32 (CRC-32C of everything after it),
@@ -540,9 +547,9 @@ def record_batch(values: list[bytes], timestamp_ms: int, keys: Optional[list[Opt
         len(values) - 1,    # lastOffsetDelta
         timestamp_ms,       # baseTimestamp
         timestamp_ms,       # maxTimestamp
-        -1,                 # producerId
-        -1,                 # producerEpoch
-        -1,                 # baseSequence
+        producer_id,        # producerId
+        producer_epoch,     # producerEpoch
+        base_sequence,      # baseSequence
         len(values),
     ) + records
     crc = crc32c(after_crc)
@@ -723,6 +730,22 @@ def raw_produce_v9(connection: RawConnection, correlation_id: int, topic: str, p
     results = parse_produce_response_v9(response.data[response.position:])
     assert len(results) == 1, f"expected one partition response, got {results}"
     return results[0]
+
+
+def init_producer_id_v1(connection: RawConnection, correlation_id: int,
+                        transactional_id: Optional[str] = None) -> tuple[int, int, int]:
+    """InitProducerId v1 (not flexible): (error_code, producer_id, producer_epoch)."""
+    if transactional_id is None:
+        transactional = struct.pack(">h", -1)
+    else:
+        encoded = transactional_id.encode()
+        transactional = struct.pack(">h", len(encoded)) + encoded
+    body = transactional + struct.pack(">i", 60000)  # transaction_timeout_ms
+    response = Reader(connection.request(
+        frame(request_header_v1(API_INIT_PRODUCER_ID, 1, correlation_id) + body)))
+    assert response.unpack(">i") == correlation_id
+    _throttle_ms, error_code, producer_id, producer_epoch = response.unpack(">ihqh")
+    return error_code, producer_id, producer_epoch
 
 
 # ---------------------------------------------------------------------------------------------

@@ -32,8 +32,8 @@ def test_kafka_python_round_trips_keyed_records_with_headers(brokers):
     finally:
         admin.close()
 
-    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", enable_idempotence=False,
-                             linger_ms=5, client_id="karst-e2e-producer")
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", linger_ms=5,
+                             client_id="karst-e2e-producer")
     futures = []
     for index in range(RECORD_COUNT):
         key = f"k{index % 101}".encode()
