@@ -647,7 +647,7 @@ fn main() {
     let rate = 50e6 / RECORD_BYTES as f64;
     let paced_records = (rate * 3.0) as usize;
     println!(
-        "\n| paced produce, 50 MB/s offered, fsync before ack | achieved MB/s | p50 ms | p99 ms | p99.9 ms |"
+        "\n| paced produce, 50 MB/s offered (Karst: fsync before ack) | achieved MB/s | p50 ms | p99 ms | p99.9 ms |"
     );
     println!("|---|---|---|---|---|");
     let paced = [
@@ -670,6 +670,29 @@ fn main() {
         );
         drop(broker);
     }
+    // --- Apache Kafka rows (issue 11): the same paced load ---------------------------------
+    for (index, (name, settings)) in KAFKA_MODES.iter().enumerate() {
+        if !format!("paced {name}").contains(only.as_str()) {
+            continue;
+        }
+        let Some(kafka) = KafkaPeer::start(&root.join(format!("kafka-paced-{index}")), settings)
+        else {
+            continue;
+        };
+        let produced = produce(
+            &kafka.bootstrap,
+            "paced",
+            paced_records,
+            Keys::None,
+            Some(rate),
+        );
+        println!(
+            "| {name} | {:.1} | {:.2} | {:.2} | {:.2} |",
+            produced.megabytes_per_second, produced.p50_ms, produced.p99_ms, produced.p999_ms
+        );
+        drop(kafka);
+    }
+    // --- end Apache Kafka rows -----------------------------------------------------------
     println!(
         "\n{records} records x {RECORD_BYTES} bytes, {PARTITIONS} partitions, acks=all, \
          librdkafka linger.ms=10 (paced: 1), batch.num.messages=100000"
