@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 
 from compat import KAFKA_PEER, PREPARE_TIMEOUT_S, kafka_classpath
-from karst import crc32c, encode_record, wait_until
+from karst import crc32c, encode_record, frame, request_header_v1, wait_until
 
 # Every request/response exchange is bounded by this.
 EXCHANGE_TIMEOUT_S = 15.0
@@ -357,6 +357,30 @@ def case_configs_partitions_delete(peer: Peer) -> dict:
         "delete missing topic": delete_topics(peer, ["cf-missing"]),
         "delete": delete_topics(peer, ["cf"]),
     }
+
+
+def case_api_versions(peer: Peer) -> dict:
+    """ApiVersions: the versions served differ by design (docs/COMPATIBILITY.md lists them),
+    so only the answers' shape is compared: error code, and that the ranges are sane."""
+    from kafka.protocol.metadata import ApiVersionsRequest, ApiVersionsResponse
+
+    served = peer.call(ApiVersionsRequest, ApiVersionsResponse, 3, {
+        "client_software_name": "karst-conformance", "client_software_version": "1"})
+    # KIP-511: a version the broker does not know gets a v0 answer, UNSUPPORTED_VERSION, and
+    # the ranges it does serve (the request body is not even read).
+    with socket.create_connection(peer.address, timeout=EXCHANGE_TIMEOUT_S) as connection:
+        connection.sendall(frame(request_header_v1(18, 99, 4242, "karst-conformance") + b"\x00" * 8))
+        size = struct.unpack(">i", read_exactly(connection, 4))[0]
+        payload = read_exactly(connection, size)
+    unknown = ApiVersionsResponse.decode(payload, version=0, header=True).to_dict()
+
+    def shape(answer: dict) -> dict:
+        keys = answer["api_keys"]
+        return {"error_code": answer["error_code"],
+                "serves ApiVersions": any(key["api_key"] == 18 for key in keys),
+                "every range min <= max": all(key["min_version"] <= key["max_version"] for key in keys)}
+
+    return {"v3": shape(served), "unknown version 99": shape(unknown)}
 
 
 CASES = {name[len("case_"):]: case for name, case in globals().items() if name.startswith("case_")}
