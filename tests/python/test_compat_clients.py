@@ -69,3 +69,17 @@ def test_client_scenario_passes(client, topology, request):
     print(output)
     assert "FAILED" not in output, output
     assert "checks held" in output, output
+
+
+@pytest.mark.xfail(reason="issue 8: Karst does not serve InitProducerId, which the Java producer's "
+                          "default (enable.idempotence=true) needs", strict=False)
+def test_java_producer_with_default_settings(single_node):
+    """The issue's goal: the Java scenario with the producer's defaults. Fails today with
+    UnsupportedVersionException (INIT_PRODUCER_ID); passes (XPASS) once issue 8 lands, when
+    Scenario.IDEMPOTENCE_SERVED becomes true and this test can go."""
+    bootstrap, brokers, replication_factor = single_node
+    java, *rest = java_scenario_command()
+    output = run_program([java, "-Dcompat.producerDefaults=true", *rest,
+                          *scenario_args(bootstrap, brokers, replication_factor, "java-producer-defaults")],
+                         SCENARIO_TIMEOUT_S, "Java scenario with the producer's default settings")
+    assert "checks held" in output, output

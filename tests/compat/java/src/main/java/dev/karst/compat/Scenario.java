@@ -73,6 +73,12 @@ public final class Scenario {
      */
     static final boolean IDEMPOTENCE_SERVED = false;
 
+    /**
+     * {@code -Dcompat.producerDefaults=true} runs the producers with every default even so:
+     * test_compat_clients.py does, marked as expected to fail until issue 8 lands.
+     */
+    static final boolean PRODUCER_DEFAULTS = IDEMPOTENCE_SERVED || Boolean.getBoolean("compat.producerDefaults");
+
     /** Every admin call, send and poll loop is bounded by this. */
     static final Duration CALL_TIMEOUT = Duration.ofSeconds(30);
     /** Metadata and configs reach every node of a cluster within this (eventual reads). */
@@ -446,7 +452,7 @@ public final class Scenario {
         config.put(ProducerConfig.LINGER_MS_CONFIG, "5");
         config.put(ProducerConfig.DELIVERY_TIMEOUT_MS_CONFIG, Long.toString(CALL_TIMEOUT.toMillis()));
         config.put(ProducerConfig.REQUEST_TIMEOUT_MS_CONFIG, Long.toString(CALL_TIMEOUT.toMillis() / 2));
-        if (!IDEMPOTENCE_SERVED) {
+        if (!PRODUCER_DEFAULTS) {
             config.put(ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, "false"); // issue 8
         }
         return config;
