@@ -59,6 +59,8 @@ KNOWN_DIFFERENCES: dict[tuple[str, str], str] = {
     ("fetch_and_list_offsets", r"fetch past the end\..*\.(high_watermark|last_stable_offset|log_start_offset)"):
         "OFFSET_OUT_OF_RANGE: Kafka answers -1 for the offsets, Karst the partition's real ones "
         "(clients reset from ListOffsets either way)",
+    ("delete_records", r"fetch below the new start\..*\.(high_watermark|last_stable_offset|log_start_offset)"):
+        "the same OFFSET_OUT_OF_RANGE difference, below the log start offset",
     ("produce", r"record offset deltas not 0\.\.n-1 \(KIP-467\)"):
         "Karst checks the offset deltas of uncompressed records and refuses a batch whose deltas "
         "are not 0..n-1 (INVALID_RECORD); Kafka 4.4.0 stores it as it is",
@@ -267,6 +269,14 @@ def delete_topics(peer: Peer, names: list[str]) -> dict:
         "topics": [{"name": name} for name in names], "timeout_ms": 10000})
 
 
+def delete_records(peer: Peer, topic: str, partition: int, offset: int) -> dict:
+    from kafka.protocol.admin import DeleteRecordsRequest, DeleteRecordsResponse
+
+    return peer.call(DeleteRecordsRequest, DeleteRecordsResponse, 2, {
+        "topics": [{"name": topic, "partitions": [{"partition_index": partition, "offset": offset}]}],
+        "timeout_ms": 10000})
+
+
 def wait_for_leaders(peer: Peer, topic: str, partitions: int = 1) -> None:
     """Until every partition answers ListOffsets without error: Metadata names a leader a
     moment before that leader serves the partition, on both brokers."""
@@ -341,6 +351,25 @@ def case_fetch_and_list_offsets(peer: Peer) -> dict:
         "by timestamp": list_offsets(peer, "fe", 0, BATCH_TIMESTAMP_MS + 1),
         "after the newest timestamp": list_offsets(peer, "fe", 0, BATCH_TIMESTAMP_MS + 10_000),
         "missing topic": list_offsets(peer, "fe-missing", 0, -1),
+    }
+
+
+def case_delete_records(peer: Peer) -> dict:
+    create_topics(peer, [{"name": "dr"}])
+    wait_for_leaders(peer, "dr")
+    produce(peer, "dr", 0, good_batch(3))
+    produce(peer, "dr", 0, good_batch(3))
+    return {
+        "inside the first batch": delete_records(peer, "dr", 0, 2),
+        "earliest after it": list_offsets(peer, "dr", 0, -2),
+        "fetch below the new start": fetch(peer, "dr", 0, 0),
+        "fetch from the new start": fetch(peer, "dr", 0, 2),
+        "below the start": delete_records(peer, "dr", 0, 1),
+        "past the end": delete_records(peer, "dr", 0, 100),
+        "to the high watermark (-1)": delete_records(peer, "dr", 0, -1),
+        "earliest at the end": list_offsets(peer, "dr", 0, -2),
+        "missing partition": delete_records(peer, "dr", 5, 0),
+        "missing topic": delete_records(peer, "dr-missing", 0, 0),
     }
 
 
