@@ -277,6 +277,26 @@ def delete_records(peer: Peer, topic: str, partition: int, offset: int) -> dict:
         "timeout_ms": 10000})
 
 
+def incremental_alter_configs(peer: Peer, topic: str, operations: list[tuple[str, int, str | None]],
+                              validate_only: bool = False) -> dict:
+    """operations: (name, operation, value); operation 0 SET, 1 DELETE, 2 APPEND, 3 SUBTRACT."""
+    from kafka.protocol.admin import IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse
+
+    return peer.call(IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, 1, {
+        "resources": [{"resource_type": 2, "resource_name": topic, "configs": [
+            {"name": name, "config_operation": operation, "value": value} for name, operation, value in operations]}],
+        "validate_only": validate_only})
+
+
+def alter_configs(peer: Peer, topic: str, configs: dict[str, str]) -> dict:
+    from kafka.protocol.admin import AlterConfigsRequest, AlterConfigsResponse
+
+    return peer.call(AlterConfigsRequest, AlterConfigsResponse, 2, {
+        "resources": [{"resource_type": 2, "resource_name": topic,
+                       "configs": [{"name": name, "value": value} for name, value in configs.items()]}],
+        "validate_only": False})
+
+
 def wait_for_leaders(peer: Peer, topic: str, partitions: int = 1) -> None:
     """Until every partition answers ListOffsets without error: Metadata names a leader a
     moment before that leader serves the partition, on both brokers."""
@@ -370,6 +390,29 @@ def case_delete_records(peer: Peer) -> dict:
         "earliest at the end": list_offsets(peer, "dr", 0, -2),
         "missing partition": delete_records(peer, "dr", 5, 0),
         "missing topic": delete_records(peer, "dr-missing", 0, 0),
+    }
+
+
+def case_alter_configs(peer: Peer) -> dict:
+    create_topics(peer, [{"name": "ac", "configs": {"retention.ms": "3600000"}}])
+    wait_for_leaders(peer, "ac")
+    keys = ["retention.ms", "retention.bytes", "cleanup.policy", "segment.bytes"]
+    return {
+        "set two": incremental_alter_configs(peer, "ac", [("retention.bytes", 0, "1048576"),
+                                                          ("cleanup.policy", 0, "compact")]),
+        "after set": describe_configs(peer, "ac", keys),
+        "append to a list": incremental_alter_configs(peer, "ac", [("cleanup.policy", 2, "delete")]),
+        "after append": describe_configs(peer, "ac", ["cleanup.policy"]),
+        "delete one": incremental_alter_configs(peer, "ac", [("retention.ms", 1, None)]),
+        "after delete": describe_configs(peer, "ac", keys),
+        "value of the wrong type": incremental_alter_configs(peer, "ac", [("retention.ms", 0, "soon")]),
+        "unknown name": incremental_alter_configs(peer, "ac", [("no.such.config", 0, "1")]),
+        "append to a number": incremental_alter_configs(peer, "ac", [("retention.ms", 2, "5")]),
+        "validate only": incremental_alter_configs(peer, "ac", [("segment.bytes", 0, "2097152")], validate_only=True),
+        "after validate only": describe_configs(peer, "ac", ["segment.bytes"]),
+        "missing topic": incremental_alter_configs(peer, "ac-missing", [("retention.ms", 0, "1")]),
+        "AlterConfigs replaces the set": alter_configs(peer, "ac", {"segment.bytes": "2097152"}),
+        "after AlterConfigs": describe_configs(peer, "ac", keys),
     }
 
 
