@@ -151,9 +151,10 @@ def normalize(value: Any) -> Any:
     if isinstance(value, dict):
         normalized = {key: (batch_summary(item) if key == "records" else normalize(item))
                       for key, item in value.items() if key not in IGNORED_FIELDS}
-        if isinstance(normalized.get("configs"), list):
-            # DescribeConfigs answers in no particular order.
-            normalized["configs"].sort(key=lambda config: config.get("name", ""))
+        for key, item in normalized.items():
+            # Topics in Metadata and configs in DescribeConfigs come in no particular order.
+            if isinstance(item, list) and item and all(isinstance(entry, dict) and "name" in entry for entry in item):
+                item.sort(key=lambda entry: entry["name"] or "")
         return normalized
     if isinstance(value, list):
         return [normalize(item) for item in value]
@@ -331,7 +332,10 @@ def case_create_topics(peer: Peer) -> dict:
 def case_metadata(peer: Peer) -> dict:
     create_topics(peer, [{"name": "md", "partitions": 3}])
     wait_for_leaders(peer, "md", 3)
-    return {"metadata": metadata(peer, ["md", "md-missing"])}
+    return {
+        "existing and missing": metadata(peer, ["md", "md-missing"]),
+        "invalid names": metadata(peer, ["bad/name", "a" * 250]),
+    }
 
 
 def case_produce(peer: Peer) -> dict:
