@@ -142,6 +142,14 @@ def js_scenario_command() -> list:
     return [node, js_dir / "scenario.js"]
 
 
+def python_scenario_command() -> list:
+    """The confluent-kafka scenario, run by this suite's own interpreter (the .venv that
+    tests/python/requirements.txt pins)."""
+    import sys
+
+    return [sys.executable, COMPAT_DIR / "python" / "scenario.py"]
+
+
 def scenario_args(bootstrap: str, brokers: int, replication_factor: int, topic_prefix: str) -> list:
     return ["--bootstrap", bootstrap, "--brokers", str(brokers), "--replication-factor", str(replication_factor),
             "--topic-prefix", topic_prefix]

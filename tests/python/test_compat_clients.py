@@ -5,8 +5,9 @@ The same scenario in each client: admin (create with configs, describe, alter co
 partitions, an existing topic, a bad config), keyed records with headers in every codec,
 read back by partition and checked record by record, ListOffsets, the errors for a missing
 topic, delete. Clients: Java kafka-clients 4.4.0 (one JVM for the whole scenario), franz-go
-(kgo + kadm) and Sarama in one Go binary, kafkajs. The same programs pass against Apache
-Kafka 4.4.0 (`scripts/kafka-peer`), which is how they were checked.
+(kgo + kadm) and Sarama in one Go binary, kafkajs, confluent-kafka (librdkafka). The same
+programs pass against Apache Kafka 4.4.0 (`scripts/kafka-peer`), which is how they were
+checked.
 
 Not here yet, and why: groups (subscribe, commit, resume) wait for the group coordinator
 (issue 9); the producers turn idempotence off where it is their default (Java, franz-go)
@@ -25,6 +26,7 @@ from compat import (
     go_scenario_command,
     java_scenario_command,
     js_scenario_command,
+    python_scenario_command,
     run_program,
     scenario_args,
 )
@@ -40,6 +42,7 @@ SCENARIOS = {
     "java-kafka-clients": java_scenario_command,
     "go-franz-sarama": go_scenario_command,
     "kafkajs": js_scenario_command,
+    "python-confluent-kafka": python_scenario_command,
 }
 
 
