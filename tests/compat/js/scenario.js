@@ -382,7 +382,22 @@ async function main() {
       await admin.deleteTopics({ topics: [topic], timeout: CALL_TIMEOUT_MS })
       await eventually(`${topic} gone from metadata`, async () => !(await admin.listTopics()).includes(topic))
       checks++
-      await missingTopicErrors(kafka, admin, topic)
+      // On a cluster each node forgets the topic when it applies the deletion, a moment apart,
+      // and kafkajs's admin asks whichever node it likes; while they disagree, kafkajs can even
+      // fail inside its own metadata cache (a TypeError). So the deleted topic's checks are
+      // retried as a whole until every answer is the missing topic's.
+      let lastFailure = null
+      await eventually(`every node answering ${topic} as missing`, async () => {
+        try {
+          await missingTopicErrors(kafka, admin, topic)
+          return true
+        } catch (failure) {
+          lastFailure = failure
+          return false
+        }
+      }).catch(timeout => {
+        throw new Error(`${timeout.message}; last failure: ${lastFailure && lastFailure.stack}`)
+      })
     })
   } finally {
     await admin.disconnect()
