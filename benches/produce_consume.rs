@@ -15,6 +15,11 @@
 //! Environment: `KARST_BENCH_RECORDS` (record count), `KARST_BENCH_ONLY` (run only the modes
 //! whose name contains it; paced rows are named "paced ..."), `KARST_BENCH_PRODUCER` and
 //! `KARST_BENCH_CONSUMER` (`key=value,...` librdkafka settings on top of the benchmark's).
+//!
+//! Apache Kafka rows (issue 11): the same load against Apache Kafka 4.4.0 started by
+//! `scripts/kafka-peer` in the same run, with its defaults and with
+//! `log.flush.interval.messages=1`; skipped, with a note on stderr, where Java or Maven is
+//! missing.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -436,6 +441,135 @@ fn dd_dsync(dir: &Path) -> String {
         .to_owned()
 }
 
+/// One row of the main table after the mode's name: produce as fast as the client goes,
+/// then consume everything with one consumer and again with two.
+fn measure_row(
+    bootstrap: &str,
+    broker_pid: u32,
+    topic: &str,
+    records: usize,
+    keys: Keys,
+) -> String {
+    let (produced, produce_broker, produce_client) = with_cpu(broker_pid, || {
+        produce(bootstrap, topic, records, keys, None)
+    });
+    // The warm-up record per partition is in the topic too.
+    let stored = records + PARTITIONS as usize;
+    let (one, one_broker, one_client) =
+        with_cpu(broker_pid, || consume(bootstrap, topic, stored, 1));
+    let two = consume(bootstrap, topic, stored, 2);
+    format!(
+        "{:.0} | {:.1} | {:.2} | {:.2} | {:.0} / {:.0} | {:.0} | {:.1} | {:.0} / {:.0} | {:.0} |",
+        produced.records_per_second,
+        produced.megabytes_per_second,
+        produced.p50_ms,
+        produced.p99_ms,
+        produce_broker,
+        produce_client,
+        one.records_per_second,
+        one.megabytes_per_second,
+        one_broker,
+        one_client,
+        two.records_per_second,
+    )
+}
+
+// --- Apache Kafka as a peer (issue 11) ------------------------------------------------------
+
+/// Apache Kafka rows: Kafka 4.4.0 (`scripts/kafka-peer`, jars from Maven Central) with its
+/// defaults, which acknowledge before any fsync, and with an fsync per record as Karst does.
+const KAFKA_MODES: [(&str, &[&str]); 2] = [
+    (
+        "Apache Kafka 4.4.0, defaults (page cache, no fsync before ack)",
+        &[],
+    ),
+    (
+        "Apache Kafka 4.4.0, log.flush.interval.messages=1",
+        &["log.flush.interval.messages=1"],
+    ),
+];
+
+/// Records produced to a topic of their own before a Kafka row is measured: a fresh JVM runs
+/// interpreted until the JIT has compiled the hot paths, which a broker in service has long
+/// done. Karst, compiled ahead of time, gets no warm-up.
+const KAFKA_WARMUP_RECORDS: usize = 500_000;
+
+/// One Apache Kafka node started by `scripts/kafka-peer` in `dir`, warmed up; stopped (by
+/// pid) and its directory removed on drop.
+struct KafkaPeer {
+    dir: PathBuf,
+    bootstrap: String,
+    pid: u32,
+}
+
+impl KafkaPeer {
+    fn script() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka-peer")
+    }
+
+    /// None (with the reason on stderr) when Kafka cannot start here, e.g. without Java or
+    /// Maven: the Karst rows do not depend on it.
+    fn start(dir: &Path, settings: &[&str]) -> Option<KafkaPeer> {
+        let mut command = Command::new(Self::script());
+        command
+            .arg("start")
+            .arg(dir)
+            .args(["--set", &format!("num.partitions={PARTITIONS}")]);
+        for setting in settings {
+            command.args(["--set", setting]);
+        }
+        let output = command.stderr(Stdio::inherit()).output();
+        let output = match output {
+            Ok(output) if output.status.success() => output,
+            Ok(output) => {
+                eprintln!(
+                    "scripts/kafka-peer start failed ({}): no Kafka row",
+                    output.status
+                );
+                return None;
+            }
+            Err(error) => {
+                eprintln!("scripts/kafka-peer: {error}: no Kafka row");
+                return None;
+            }
+        };
+        let bootstrap = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .last()?
+            .trim()
+            .to_string();
+        let pid = std::fs::read_to_string(dir.join("node1/pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let kafka = KafkaPeer {
+            dir: dir.to_path_buf(),
+            bootstrap,
+            pid,
+        };
+        produce(
+            &kafka.bootstrap,
+            "warmup",
+            KAFKA_WARMUP_RECORDS,
+            Keys::None,
+            None,
+        );
+        Some(kafka)
+    }
+}
+
+impl Drop for KafkaPeer {
+    fn drop(&mut self) {
+        let _ = Command::new(Self::script())
+            .arg("stop")
+            .arg(&self.dir)
+            .status();
+    }
+}
+
+// --- end Apache Kafka as a peer ----------------------------------------------------------------
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -493,37 +627,40 @@ fn main() {
         }
         let data = root.join(format!("data-{index}"));
         let broker = Broker::start(&data, settings);
-        let topic = format!("bench-{index}");
-        let pid = broker.child.id();
-        let (produced, produce_broker, produce_client) = with_cpu(pid, || {
-            produce(&broker.bootstrap, &topic, records, *keys, None)
-        });
-        // The warm-up record per partition is in the topic too.
-        let stored = records + PARTITIONS as usize;
-        let (one, one_broker, one_client) =
-            with_cpu(pid, || consume(&broker.bootstrap, &topic, stored, 1));
-        let two = consume(&broker.bootstrap, &topic, stored, 2);
-        println!(
-            "| {name} | {:.0} | {:.1} | {:.2} | {:.2} | {:.0} / {:.0} | {:.0} | {:.1} | {:.0} / {:.0} | {:.0} |",
-            produced.records_per_second,
-            produced.megabytes_per_second,
-            produced.p50_ms,
-            produced.p99_ms,
-            produce_broker,
-            produce_client,
-            one.records_per_second,
-            one.megabytes_per_second,
-            one_broker,
-            one_client,
-            two.records_per_second,
+        let row = measure_row(
+            &broker.bootstrap,
+            broker.child.id(),
+            &format!("bench-{index}"),
+            records,
+            *keys,
         );
+        println!("| {name} | {row}");
         drop(broker);
     }
+    // --- Apache Kafka rows (issue 11): the same load against Kafka in the same run --------
+    for (index, (name, settings)) in KAFKA_MODES.iter().enumerate() {
+        if !name.contains(only.as_str()) {
+            continue;
+        }
+        let Some(kafka) = KafkaPeer::start(&root.join(format!("kafka-{index}")), settings) else {
+            continue;
+        };
+        let row = measure_row(
+            &kafka.bootstrap,
+            kafka.pid,
+            &format!("bench-kafka-{index}"),
+            records,
+            Keys::None,
+        );
+        println!("| {name} | {row}");
+        drop(kafka);
+    }
+    // --- end Apache Kafka rows -----------------------------------------------------------
     // Latency at a fixed offered load: 50 MB/s of 200-byte records for 3 seconds.
     let rate = 50e6 / RECORD_BYTES as f64;
     let paced_records = (rate * 3.0) as usize;
     println!(
-        "\n| paced produce, 50 MB/s offered, fsync before ack | achieved MB/s | p50 ms | p99 ms | p99.9 ms |"
+        "\n| paced produce, 50 MB/s offered (Karst: fsync before ack) | achieved MB/s | p50 ms | p99 ms | p99.9 ms |"
     );
     println!("|---|---|---|---|---|");
     let paced = [
@@ -546,6 +683,29 @@ fn main() {
         );
         drop(broker);
     }
+    // --- Apache Kafka rows (issue 11): the same paced load ---------------------------------
+    for (index, (name, settings)) in KAFKA_MODES.iter().enumerate() {
+        if !format!("paced {name}").contains(only.as_str()) {
+            continue;
+        }
+        let Some(kafka) = KafkaPeer::start(&root.join(format!("kafka-paced-{index}")), settings)
+        else {
+            continue;
+        };
+        let produced = produce(
+            &kafka.bootstrap,
+            "paced",
+            paced_records,
+            Keys::None,
+            Some(rate),
+        );
+        println!(
+            "| {name} | {:.1} | {:.2} | {:.2} | {:.2} |",
+            produced.megabytes_per_second, produced.p50_ms, produced.p99_ms, produced.p999_ms
+        );
+        drop(kafka);
+    }
+    // --- end Apache Kafka rows -----------------------------------------------------------
     println!(
         "\n{records} records x {RECORD_BYTES} bytes, {PARTITIONS} partitions, acks=all, \
          librdkafka linger.ms=10 (paced: 1), batch.num.messages=100000"
