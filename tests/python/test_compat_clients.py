@@ -10,9 +10,8 @@ programs pass against Apache Kafka 4.4.0 (`scripts/kafka-peer`), which is how th
 checked.
 
 Not here yet, and why: groups (subscribe, commit, resume) wait for the group coordinator
-(issue 9); the producers turn idempotence off where it is their default (Java, franz-go)
-until InitProducerId lands (issue 8); on the cluster the scenario's topic has replication
-factor 1 until partition data is replicated (issue 7).
+(issue 9). The producers run with their defaults (idempotence on for Java and franz-go);
+on the cluster the scenario's topic has replication factor 3.
 
 Each broker runs with auto.create.topics.enable=false, so a missing topic stays missing.
 """
@@ -36,7 +35,7 @@ COMPAT_SETTINGS = {"auto.create.topics.enable": "false"}
 
 # Issue 7: replication factor 3 once partition data is replicated; until then data lives on
 # the leader only, so the cluster's scenarios use 1 (their admin steps still run on 3 nodes).
-CLUSTER_REPLICATION_FACTOR = 1
+CLUSTER_REPLICATION_FACTOR = 3
 
 SCENARIOS = {
     "java-kafka-clients": java_scenario_command,
@@ -74,12 +73,9 @@ def test_client_scenario_passes(client, topology, request):
     assert "checks held" in output, output
 
 
-@pytest.mark.xfail(reason="issue 8: Karst does not serve InitProducerId, which the Java producer's "
-                          "default (enable.idempotence=true) needs", strict=False)
 def test_java_producer_with_default_settings(single_node):
-    """The issue's goal: the Java scenario with the producer's defaults. Fails today with
-    UnsupportedVersionException (INIT_PRODUCER_ID); passes (XPASS) once issue 8 lands, when
-    Scenario.IDEMPOTENCE_SERVED becomes true and this test can go."""
+    """The issue's goal: the Java scenario with the producer's defaults (idempotence on, so
+    InitProducerId first), explicitly, whatever Scenario.IDEMPOTENCE_SERVED says."""
     bootstrap, brokers, replication_factor = single_node
     java, *rest = java_scenario_command()
     output = run_program([java, "-Dcompat.producerDefaults=true", *rest,

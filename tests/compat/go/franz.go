@@ -12,10 +12,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-// idempotenceServedFranz: issue 8, Karst does not serve InitProducerId yet, and kgo is
-// idempotent by default. When it lands, set this to true and the producer runs with kgo's
-// defaults.
-const idempotenceServedFranz = false
+// idempotenceServedFranz: Karst serves InitProducerId (issue 8) and kgo is idempotent by
+// default, so the producer runs with kgo's defaults.
+const idempotenceServedFranz = true
 
 func franzCodec(codec string) kgo.CompressionCodec {
 	switch codec {

@@ -67,11 +67,10 @@ import org.apache.kafka.common.serialization.ByteArraySerializer;
  */
 public final class Scenario {
     /**
-     * Issue 8: Karst does not serve InitProducerId yet, and the producer's default
-     * ({@code enable.idempotence=true}) needs it. When it lands, set this to true and the
-     * producers run with Kafka's defaults.
+     * Karst serves InitProducerId (issue 8), which the producer's default
+     * ({@code enable.idempotence=true}) needs: the producers run with Kafka's defaults.
      */
-    static final boolean IDEMPOTENCE_SERVED = false;
+    static final boolean IDEMPOTENCE_SERVED = true;
 
     /**
      * {@code -Dcompat.producerDefaults=true} runs the producers with every default even so:
