@@ -24,7 +24,6 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::util::Timeout;
 use rdkafka::{ClientConfig, Message, Offset as KafkaOffset, TopicPartitionList};
 
 use crate::history::{Function, HistoryWriter, Key, Offset, Op, OpType, Process, Value};
