@@ -32,6 +32,10 @@ pub struct PartitionLogs<'h> {
     pub read_values: HashSet<(Key, Value)>,
     /// key → the highest offset any ok poll returned, and that poll.
     pub max_read: BTreeMap<Key, (Offset, OpPosition)>,
+    /// Every (key, value) the final reads returned.
+    pub final_read_values: HashSet<(Key, Value)>,
+    /// key → the highest offset the final reads returned.
+    pub final_max_read: BTreeMap<Key, Offset>,
     /// key → its version order: every offset known to hold a value, ascending.
     version_order: BTreeMap<Key, Vec<Offset>>,
 }
@@ -46,6 +50,8 @@ impl<'h> PartitionLogs<'h> {
             failed: BTreeMap::new(),
             read_values: HashSet::new(),
             max_read: BTreeMap::new(),
+            final_read_values: HashSet::new(),
+            final_max_read: BTreeMap::new(),
             version_order: BTreeMap::new(),
         };
         for (position, op) in history.iter().enumerate() {
@@ -72,6 +78,12 @@ impl<'h> PartitionLogs<'h> {
                             let highest = logs.max_read.entry(*key).or_insert((offset, position));
                             if offset > highest.0 {
                                 *highest = (offset, position);
+                            }
+                            if op.final_read {
+                                logs.final_read_values.insert((*key, value));
+                                let final_highest =
+                                    logs.final_max_read.entry(*key).or_insert(offset);
+                                *final_highest = (*final_highest).max(offset);
                             }
                         }
                     }
@@ -127,6 +139,9 @@ impl<'h> PartitionLogs<'h> {
         self.find_inconsistent_offsets(findings);
         self.find_duplicates(findings);
         self.find_lost_and_unseen(has_final_reads, findings);
+        if has_final_reads {
+            self.find_vanished(findings);
+        }
         self.find_aborted_reads(findings);
     }
 
@@ -195,6 +210,47 @@ impl<'h> PartitionLogs<'h> {
                     }),
                 ),
             }
+        }
+    }
+
+    /// Values that were acknowledged or read, but are gone from the final reads although those
+    /// read at or past the offset they had: the log lost them later (say a new leader that
+    /// never had them took over). Reported as `lost-write` with the earlier sighting.
+    fn find_vanished(&self, findings: &mut Findings) {
+        for (&(key, value), offsets) in &self.offsets_of {
+            if !self.read_values.contains(&(key, value))
+                || self.final_read_values.contains(&(key, value))
+            {
+                continue; // never read: find_lost_and_unseen's case; finally read: present
+            }
+            let (&offset, &seen_by) = offsets
+                .iter()
+                .next()
+                .expect("offsets_of entries are non-empty");
+            let Some(&final_highest) = self.final_max_read.get(&key) else {
+                continue;
+            };
+            if final_highest < offset {
+                continue;
+            }
+            let now_at_offset: BTreeSet<Value> = self.values_at[&key][&offset]
+                .keys()
+                .copied()
+                .filter(|other| *other != value)
+                .collect();
+            findings.add(
+                "lost-write",
+                json!({
+                    "key": key,
+                    "value": value,
+                    "offset": offset,
+                    "acknowledged": self.acknowledged.contains_key(&(key, value)),
+                    "seen_earlier_by": describe(self.op(seen_by)),
+                    "other_values_at_offset": now_at_offset,
+                    "highest_final_read_offset": final_highest,
+                    "missing_from_final_reads": true,
+                }),
+            );
         }
     }
 

@@ -180,6 +180,36 @@ fn a_value_acknowledged_at_an_offset_where_another_value_is_read_is_lost_and_inc
 }
 
 #[test]
+fn a_value_read_once_but_missing_from_final_reads_that_passed_its_offset_is_a_lost_write() {
+    // Read at offset 0 early on; after a failover the new leader's log has 200 there.
+    let mut history = HistoryBuilder::default();
+    history
+        .send(1, 0, 100, 0)
+        .poll(2, &[(0, &[(0, 100)])])
+        .send(1, 0, 200, 0)
+        .final_poll(3, &[(0, &[(0, 200)])]);
+    let results = history.check();
+    assert_invalid_because(&results, "lost-write");
+    let lost = &results.examples["lost-write"][0];
+    assert_eq!(lost["value"], 100);
+    assert_eq!(lost["missing_from_final_reads"], true);
+    assert_eq!(lost["other_values_at_offset"], serde_json::json!([200]));
+}
+
+#[test]
+fn a_node_that_exits_by_itself_is_a_crash() {
+    let mut history = valid_history();
+    let mut exited = Op::new(
+        Process::Named(NEMESIS_PROCESS.into()),
+        OpType::Info,
+        Function::NodeExited,
+    );
+    exited.nodes = Some(vec![2]);
+    history.push(exited);
+    assert_invalid_because(&history.check(), "node-crash");
+}
+
+#[test]
 fn one_value_at_two_offsets_is_a_duplicate() {
     let mut history = HistoryBuilder::default();
     history
