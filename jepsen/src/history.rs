@@ -93,6 +93,10 @@ pub struct Op {
     /// Assign: the position of each assigned key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub positions: Option<BTreeMap<Key, Offset>>,
+    /// Assign of the final reader: each key's high watermark when the final reads began; the
+    /// final reads of a key are complete once they returned the record before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub high_watermarks: Option<BTreeMap<Key, Offset>>,
     /// Poll: true for the final reads after the last heal, which must see every acknowledged
     /// value (`unseen` counts only when a history has them).
     #[serde(default, skip_serializing_if = "is_false")]
@@ -126,6 +130,7 @@ impl Op {
             offset: None,
             reads: None,
             positions: None,
+            high_watermarks: None,
             final_read: false,
             fault: None,
             nodes: None,

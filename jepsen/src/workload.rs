@@ -208,7 +208,13 @@ impl Client {
     }
 
     /// Assigns `keys` at this process's positions (0 for keys it has not read).
-    fn assign(&mut self, shared: &Shared, topic: &str, keys: &[Key]) -> anyhow::Result<()> {
+    fn assign(
+        &mut self,
+        shared: &Shared,
+        topic: &str,
+        keys: &[Key],
+        high_watermarks: Option<BTreeMap<Key, Offset>>,
+    ) -> anyhow::Result<()> {
         let mut list = TopicPartitionList::new();
         let mut positions = BTreeMap::new();
         for key in keys {
@@ -220,6 +226,7 @@ impl Client {
         self.assigned = keys.to_vec();
         let mut op = self.op(OpType::Ok, Function::Assign);
         op.positions = Some(positions);
+        op.high_watermarks = high_watermarks;
         shared.record(op);
         Ok(())
     }
@@ -341,7 +348,7 @@ pub async fn run_worker(
             client.send(&shared, &options.topic, key).await
         } else {
             if client.assigned != keys {
-                client.assign(&shared, &options.topic, &keys)?;
+                client.assign(&shared, &options.topic, &keys, None)?;
             }
             client.poll(&shared, options.poll_window, false).await;
             true
@@ -378,7 +385,7 @@ pub async fn final_reads(shared: &Shared, options: &WorkloadOptions) -> anyhow::
             }
         }
     }
-    client.assign(shared, &options.topic, &keys)?;
+    client.assign(shared, &options.topic, &keys, Some(high_watermarks.clone()))?;
     let unfinished = |client: &Client| -> Vec<Key> {
         keys.iter()
             .copied()

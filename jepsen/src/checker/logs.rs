@@ -36,6 +36,8 @@ pub struct PartitionLogs<'h> {
     pub final_read_values: HashSet<(Key, Value)>,
     /// key → the highest offset the final reads returned.
     pub final_max_read: BTreeMap<Key, Offset>,
+    /// key → its high watermark when the final reads began (from the final reader's assign).
+    pub final_high_watermarks: BTreeMap<Key, Offset>,
     /// key → its version order: every offset known to hold a value, ascending.
     version_order: BTreeMap<Key, Vec<Offset>>,
 }
@@ -52,6 +54,7 @@ impl<'h> PartitionLogs<'h> {
             max_read: BTreeMap::new(),
             final_read_values: HashSet::new(),
             final_max_read: BTreeMap::new(),
+            final_high_watermarks: BTreeMap::new(),
             version_order: BTreeMap::new(),
         };
         for (position, op) in history.iter().enumerate() {
@@ -64,6 +67,10 @@ impl<'h> PartitionLogs<'h> {
                         logs.acknowledged.insert((key, value), (offset, position));
                         logs.observe(key, offset, value, position);
                     }
+                }
+                (Function::Assign, _) if op.high_watermarks.is_some() => {
+                    logs.final_high_watermarks
+                        .extend(op.high_watermarks.iter().flatten());
                 }
                 (Function::Send, OpType::Fail) => {
                     if let (Some(key), Some(value)) = (op.key, op.value) {
@@ -227,10 +234,13 @@ impl<'h> PartitionLogs<'h> {
                 .iter()
                 .next()
                 .expect("offsets_of entries are non-empty");
-            let Some(&final_highest) = self.final_max_read.get(&key) else {
-                continue;
-            };
-            if final_highest < offset {
+            let final_highest = self.final_max_read.get(&key).copied();
+            // The final log ends below this offset and the final reads read all of it.
+            let final_log_shorter = self
+                .final_high_watermarks
+                .get(&key)
+                .is_some_and(|high| *high <= offset && final_highest.unwrap_or(-1) + 1 >= *high);
+            if final_highest.unwrap_or(-1) < offset && !final_log_shorter {
                 continue;
             }
             let now_at_offset: BTreeSet<Value> = self.values_at[&key][&offset]

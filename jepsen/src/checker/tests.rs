@@ -197,6 +197,23 @@ fn a_value_read_once_but_missing_from_final_reads_that_passed_its_offset_is_a_lo
 }
 
 #[test]
+fn a_value_read_once_beyond_the_end_of_the_final_log_is_a_lost_write() {
+    // Offsets 0 and 1 were read; the final log (high watermark 1) ends before offset 1.
+    let mut history = HistoryBuilder::default();
+    history
+        .send(1, 0, 100, 0)
+        .send(1, 0, 101, 1)
+        .poll(2, &[(0, &[(0, 100), (1, 101)])]);
+    let mut final_assign = Op::new(Process::Client(3), OpType::Ok, Function::Assign);
+    final_assign.high_watermarks = Some(BTreeMap::from([(0, 1)]));
+    history.push(final_assign);
+    history.final_poll(3, &[(0, &[(0, 100)])]);
+    let results = history.check();
+    assert_invalid_because(&results, "lost-write");
+    assert_eq!(results.examples["lost-write"][0]["value"], 101);
+}
+
+#[test]
 fn a_node_that_exits_by_itself_is_a_crash() {
     let mut history = valid_history();
     let mut exited = Op::new(
