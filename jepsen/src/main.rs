@@ -35,7 +35,7 @@ enum Command {
         #[arg(long, default_value_t = 100.0)]
         rate: f64,
         /// Concurrent client workers.
-        #[arg(long, default_value_t = 6)]
+        #[arg(long, default_value_t = 10)]
         concurrency: u32,
         /// Seconds of each quiet window and each fault window.
         #[arg(long, default_value_t = 10)]

@@ -80,7 +80,7 @@ pub fn run(options: &RunOptions) -> anyhow::Result<(PathBuf, Results)> {
         active_keys: options.active_keys,
         key_rotation: options.key_rotation,
         key_count: key_count(options),
-        poll_window: Duration::from_millis(100),
+        poll_window: Duration::from_millis(50),
         seed: options.seed,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
