@@ -49,8 +49,8 @@ enum Command {
         /// Seconds between key rotations.
         #[arg(long, default_value_t = 15)]
         key_rotation: u64,
-        /// Where run directories are created.
-        #[arg(long, default_value = "results")]
+        /// Where run directories are created (under target/, which git ignores).
+        #[arg(long, default_value = "target/jepsen")]
         results: PathBuf,
         /// The karst binary (default: $KARST_BIN, else target/release/karst).
         #[arg(long)]

@@ -5,6 +5,7 @@
 //! | `partition` | `isolate-one`, `isolate-controller`, `isolate-leader` (of partition 0), `one-way` (a node stops hearing one other node) |
 //! | `kill` | SIGKILL `kill-one`, `kill-controller`, `kill-leader`, `kill-all`; healed by restarting |
 //! | `pause` | SIGSTOP `pause-one`, `pause-controller`, `pause-leader`; healed by SIGCONT |
+//! | `clock` | `clock-bump-one` (one node's wall clock moves by up to ±300 s), `clock-skew-all` (every node a different offset); libfaketime, healed by offset 0 |
 //!
 //! With three nodes a minority is one node, so "minority" faults are the one-node faults; the
 //! controller and partition-leader variants aim at the node whose loss matters most. Partitions
@@ -12,7 +13,8 @@
 //! full partition, one for `one-way`; the client keeps reaching every node. Every heal removes
 //! all rules, resumes paused nodes and restarts killed ones, whatever the fault was.
 //!
-//! Not built yet: clock skew (libfaketime), lost unsynced writes (a filesystem that drops
+//! Clock faults move CLOCK_REALTIME only (the monotonic clock would stall every timer).
+//! Not built yet: clock strobes, lost unsynced writes (a filesystem that drops
 //! unsynced data on kill) and bit flips in sealed segments; see docs/JEPSEN.md.
 
 use std::str::FromStr;
@@ -23,12 +25,17 @@ use crate::cluster::network::{self, NodeId};
 use crate::cluster::Cluster;
 use crate::random::Random;
 
+/// Largest clock bump (seconds): far beyond any timeout, far below retention (7 days), so a
+/// bump cannot legitimately delete data.
+const CLOCK_OFFSET_SECONDS_MAX: u64 = 300;
+
 /// A family of faults the run may choose from (`--nemesis partition,kill,pause`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
     Partition,
     Kill,
     Pause,
+    Clock,
 }
 
 impl FromStr for Family {
@@ -38,10 +45,17 @@ impl FromStr for Family {
             "partition" => Ok(Family::Partition),
             "kill" => Ok(Family::Kill),
             "pause" => Ok(Family::Pause),
-            "clock" | "lose-unsynced" | "bitflip" => {
+            "clock" if std::path::Path::new(crate::cluster::node::LIBFAKETIME).exists() => {
+                Ok(Family::Clock)
+            }
+            "clock" => bail!(
+                "nemesis clock needs {} (apt-get install faketime)",
+                crate::cluster::node::LIBFAKETIME
+            ),
+            "lose-unsynced" | "bitflip" => {
                 bail!("nemesis {name} is not built yet (see docs/JEPSEN.md)")
             }
-            other => bail!("unknown nemesis {other}: expected partition, kill or pause"),
+            other => bail!("unknown nemesis {other}: expected partition, kill, pause or clock"),
         }
     }
 }
@@ -76,6 +90,11 @@ pub enum Fault {
         name: String,
         nodes: Vec<NodeId>,
     },
+    /// Each listed node's wall clock moves by its offset (seconds).
+    Clock {
+        name: String,
+        offsets: Vec<(NodeId, i64)>,
+    },
 }
 
 impl Fault {
@@ -85,6 +104,13 @@ impl Fault {
                 name.clone()
             }
             Fault::OneWay { .. } => "partition-one-way".to_owned(),
+            Fault::Clock { name, offsets } => {
+                let offsets: Vec<String> = offsets
+                    .iter()
+                    .map(|(node, seconds)| format!("n{node}{seconds:+}s"))
+                    .collect();
+                format!("{name} {}", offsets.join(" "))
+            }
         }
     }
 
@@ -93,6 +119,7 @@ impl Fault {
             Fault::Isolate { isolated, .. } => vec![*isolated],
             Fault::OneWay { deaf, from } => vec![*deaf, *from],
             Fault::Kill { nodes, .. } | Fault::Pause { nodes, .. } => nodes.clone(),
+            Fault::Clock { offsets, .. } => offsets.iter().map(|(node, _)| *node).collect(),
         }
     }
 }
@@ -156,8 +183,38 @@ impl Nemesis {
                     nodes: vec![self.resolve(target, cluster)?],
                 }
             }
+            Family::Clock => {
+                let nodes = if self.random.below(2) == 0 {
+                    vec![self.pick(&ids)]
+                } else {
+                    ids.clone()
+                };
+                let name = if nodes.len() == 1 {
+                    "clock-bump-one"
+                } else {
+                    "clock-skew-all"
+                };
+                let offsets = nodes
+                    .into_iter()
+                    .map(|node| (node, self.clock_offset_seconds()))
+                    .collect();
+                Fault::Clock {
+                    name: name.to_owned(),
+                    offsets,
+                }
+            }
         };
         Ok(fault)
+    }
+
+    /// A clock offset of 1..=300 seconds, either way.
+    fn clock_offset_seconds(&mut self) -> i64 {
+        let magnitude = 1 + self.random.below(CLOCK_OFFSET_SECONDS_MAX) as i64;
+        if self.random.below(2) == 0 {
+            magnitude
+        } else {
+            -magnitude
+        }
     }
 
     fn pick(&mut self, ids: &[NodeId]) -> NodeId {
@@ -204,16 +261,24 @@ pub fn inject(fault: &Fault, cluster: &mut Cluster) -> anyhow::Result<()> {
                 cluster.node_mut(*node).pause(true)?;
             }
         }
+        Fault::Clock { offsets, .. } => {
+            for (node, seconds) in offsets {
+                cluster.node_mut(*node).set_clock_offset(*seconds)?;
+            }
+        }
     }
     Ok(())
 }
 
-/// Undoes every fault: removes all partition rules, resumes paused nodes, restarts stopped
-/// ones and waits until each listens.
+/// Undoes every fault: removes all partition rules, resets clocks, resumes paused nodes,
+/// restarts stopped ones and waits until each listens.
 pub fn heal(cluster: &mut Cluster) -> anyhow::Result<()> {
     for id in cluster.ids() {
         network::heal(id)?;
         let node = cluster.node_mut(id);
+        if node.has_faketime() {
+            node.set_clock_offset(0)?;
+        }
         if node.is_paused() {
             node.pause(false)?;
         }

@@ -68,7 +68,8 @@ pub fn run(options: &RunOptions) -> anyhow::Result<(PathBuf, Results)> {
     println!("karst-jepsen: run directory {}", run_directory.display());
     cleanup::install_panic_hook();
     let _cleanup = CleanupGuard;
-    let mut cluster = Cluster::create(NODE_COUNT, &options.karst_binary, &run_directory)?;
+    let faketime = options.nemeses.contains(&Family::Clock);
+    let mut cluster = Cluster::create(NODE_COUNT, &options.karst_binary, &run_directory, faketime)?;
     network::enter(CLIENT_NAMESPACE)?;
     cluster.start_stopped()?;
 

@@ -400,3 +400,40 @@ pub async fn final_reads(shared: &Shared, options: &WorkloadOptions) -> anyhow::
     }
     Ok(unfinished(&client))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> WorkloadOptions {
+        WorkloadOptions {
+            bootstrap_servers: String::new(),
+            topic: "jepsen".into(),
+            concurrency: 1,
+            rate: 1.0,
+            active_keys: 4,
+            key_rotation: Duration::from_secs(15),
+            key_count: 9,
+            poll_window: Duration::from_millis(50),
+            seed: 1,
+        }
+    }
+
+    #[test]
+    fn active_keys_rotate_one_per_interval_and_stop_at_the_last_partition() {
+        let options = options();
+        assert_eq!(options.active_keys_at(Duration::ZERO), vec![0, 1, 2, 3]);
+        assert_eq!(
+            options.active_keys_at(Duration::from_secs(16)),
+            vec![1, 2, 3, 4]
+        );
+        assert_eq!(
+            options.active_keys_at(Duration::from_secs(75)),
+            vec![5, 6, 7, 8]
+        );
+        assert_eq!(
+            options.active_keys_at(Duration::from_secs(600)),
+            vec![5, 6, 7, 8]
+        );
+    }
+}

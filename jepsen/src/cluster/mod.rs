@@ -34,12 +34,18 @@ pub struct Cluster {
 
 impl Cluster {
     /// Creates the namespaces, writes and formats every node's config. Nothing runs yet.
-    pub fn create(node_count: u32, binary: &Path, run_directory: &Path) -> anyhow::Result<Cluster> {
+    /// With `faketime`, nodes run under libfaketime so the clock nemesis can move their clocks.
+    pub fn create(
+        node_count: u32,
+        binary: &Path,
+        run_directory: &Path,
+        faketime: bool,
+    ) -> anyhow::Result<Cluster> {
         let ids: Vec<NodeId> = (1..=node_count).collect();
         network::create(&ids)?;
         let nodes = ids
             .iter()
-            .map(|id| Node::create(*id, &ids, binary, run_directory))
+            .map(|id| Node::create(*id, &ids, binary, run_directory, faketime))
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Cluster { nodes })
     }

@@ -21,6 +21,11 @@ pub const CONTROLLER_PORT: u16 = 9093;
 pub const ADMIN_PORT: u16 = 9644;
 /// A cluster id for harness runs only.
 const CLUSTER_ID: &str = "jepsenKarstRunsOnly0AA";
+/// libfaketime from Debian's `faketime` package, preloaded into nodes when the clock nemesis
+/// is on.
+pub const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+/// How long libfaketime caches the offset file (seconds): a bump takes effect within this.
+const FAKETIME_CACHE_SECONDS: &str = "1";
 /// How long a node gets from exec to accepting Kafka connections.
 pub const NODE_READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -30,6 +35,8 @@ pub struct Node {
     directory: PathBuf,
     child: Option<Child>,
     paused: bool,
+    /// Started under libfaketime, its wall clock offset by [`Node::clock_offset_path`].
+    faketime: bool,
     pub starts: u32,
 }
 
@@ -41,6 +48,7 @@ impl Node {
         all: &[NodeId],
         binary: &Path,
         run_directory: &Path,
+        faketime: bool,
     ) -> anyhow::Result<Node> {
         let directory = run_directory.join("nodes").join(format!("n{id}"));
         fs::create_dir_all(&directory)
@@ -51,8 +59,12 @@ impl Node {
             directory,
             child: None,
             paused: false,
+            faketime,
             starts: 0,
         };
+        if faketime {
+            node.set_clock_offset(0)?;
+        }
         fs::write(
             node.config_path(),
             node_config(id, all, &node.data_directory()),
@@ -79,6 +91,19 @@ impl Node {
         self.directory.join("data")
     }
 
+    /// The file libfaketime reads the node's wall-clock offset from.
+    fn clock_offset_path(&self) -> PathBuf {
+        self.directory.join("faketime.rc")
+    }
+
+    /// Moves the node's wall clock (CLOCK_REALTIME; the monotonic clock is left alone, so
+    /// timeouts keep working) by `seconds` from the true time.
+    pub fn set_clock_offset(&self, seconds: i64) -> anyhow::Result<()> {
+        assert!(self.faketime, "node {} runs without libfaketime", self.id);
+        fs::write(self.clock_offset_path(), format!("{seconds:+}\n"))
+            .context("write the faketime offset")
+    }
+
     pub fn log_path(&self) -> PathBuf {
         self.directory.join("karst.log")
     }
@@ -97,6 +122,10 @@ impl Node {
 
     pub fn is_running(&self) -> bool {
         self.child.is_some()
+    }
+
+    pub fn has_faketime(&self) -> bool {
+        self.faketime
     }
 
     pub fn is_paused(&self) -> bool {
@@ -119,7 +148,15 @@ impl Node {
             self.starts, self.id
         )?;
         let namespace = node_namespace(self.id);
-        let child = Command::new("ip")
+        let mut command = Command::new("ip");
+        if self.faketime {
+            command
+                .env("LD_PRELOAD", LIBFAKETIME)
+                .env("FAKETIME_TIMESTAMP_FILE", self.clock_offset_path())
+                .env("FAKETIME_CACHE_DURATION", FAKETIME_CACHE_SECONDS)
+                .env("DONT_FAKE_MONOTONIC", "1");
+        }
+        let child = command
             .args(["netns", "exec", &namespace])
             // setpriv sets the parent-death signal and execs karst: the pid stays karst's.
             .args(["setpriv", "--pdeathsig", "KILL", "--"])
@@ -242,4 +279,42 @@ pub fn node_config(id: NodeId, all: &[NodeId], data_directory: &Path) -> String 
         voters = voters.join(","),
         data = data_directory.display(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_config_listens_only_on_its_namespace_address_and_names_every_voter() {
+        let config = node_config(2, &[1, 2, 3], Path::new("/runs/r/nodes/n2/data"));
+        assert!(config.contains(
+            r#""listeners" = "PLAINTEXT://10.77.0.12:9092,CONTROLLER://10.77.0.12:9093""#
+        ));
+        assert!(config.contains(
+            r#""controller.quorum.voters" = "1@10.77.0.11:9093,2@10.77.0.12:9093,3@10.77.0.13:9093""#
+        ));
+        assert!(config.contains(r#""admin.listener" = "10.77.0.12:9644""#));
+        assert!(config.contains(r#""min.insync.replicas" = 2"#));
+        assert!(!config.contains("127.0.0.1"));
+        let parsed: toml_like::Table = toml_like::parse(&config);
+        assert_eq!(parsed.get("node.id").map(String::as_str), Some("2"));
+    }
+
+    /// Just enough of TOML's flat `"key" = value` lines to check the generated file parses.
+    mod toml_like {
+        pub type Table = std::collections::BTreeMap<String, String>;
+        pub fn parse(text: &str) -> Table {
+            text.lines()
+                .filter(|line| !line.trim_start().starts_with('#') && !line.trim().is_empty())
+                .map(|line| {
+                    let (key, value) = line.split_once(" = ").expect("key = value");
+                    (
+                        key.trim_matches('"').to_owned(),
+                        value.trim_matches('"').to_owned(),
+                    )
+                })
+                .collect()
+        }
+    }
 }
