@@ -205,6 +205,17 @@ impl<'h> PartitionLogs<'h> {
                         }),
                     );
                 }
+                _ if self.final_log_ends_before(key, offset) => findings.add(
+                    "lost-write",
+                    json!({
+                        "key": key,
+                        "value": value,
+                        "offset": offset,
+                        "acknowledged_by": describe(self.op(position)),
+                        "final_high_watermark": self.final_high_watermarks.get(&key),
+                        "beyond_final_log": true,
+                    }),
+                ),
                 highest => findings.add(
                     "unseen",
                     json!({
@@ -234,13 +245,8 @@ impl<'h> PartitionLogs<'h> {
                 .iter()
                 .next()
                 .expect("offsets_of entries are non-empty");
-            let final_highest = self.final_max_read.get(&key).copied();
-            // The final log ends below this offset and the final reads read all of it.
-            let final_log_shorter = self
-                .final_high_watermarks
-                .get(&key)
-                .is_some_and(|high| *high <= offset && final_highest.unwrap_or(-1) + 1 >= *high);
-            if final_highest.unwrap_or(-1) < offset && !final_log_shorter {
+            let final_highest = self.final_max_read.get(&key).copied().unwrap_or(-1);
+            if final_highest < offset && !self.final_log_ends_before(key, offset) {
                 continue;
             }
             let now_at_offset: BTreeSet<Value> = self.values_at[&key][&offset]
@@ -262,6 +268,15 @@ impl<'h> PartitionLogs<'h> {
                 }),
             );
         }
+    }
+
+    /// True when the final reads read `key`'s whole final log and it ends at or before
+    /// `offset` (its high watermark when the final reads began is at most `offset`).
+    fn final_log_ends_before(&self, key: Key, offset: Offset) -> bool {
+        let final_highest = self.final_max_read.get(&key).copied().unwrap_or(-1);
+        self.final_high_watermarks
+            .get(&key)
+            .is_some_and(|high| *high <= offset && final_highest + 1 >= *high)
     }
 
     fn find_aborted_reads(&self, findings: &mut Findings) {

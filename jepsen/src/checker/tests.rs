@@ -214,6 +214,20 @@ fn a_value_read_once_beyond_the_end_of_the_final_log_is_a_lost_write() {
 }
 
 #[test]
+fn an_acknowledged_value_never_read_beyond_the_end_of_the_final_log_is_a_lost_write() {
+    let mut history = HistoryBuilder::default();
+    history.send(1, 0, 100, 0).send(1, 0, 101, 1);
+    let mut final_assign = Op::new(Process::Client(3), OpType::Ok, Function::Assign);
+    final_assign.high_watermarks = Some(BTreeMap::from([(0, 0)]));
+    history.push(final_assign);
+    history.final_poll(3, &[]);
+    let results = history.check();
+    assert_invalid_because(&results, "lost-write");
+    assert_eq!(results.anomaly_counts["lost-write"], 2);
+    assert_eq!(results.anomaly_counts.get("unseen"), None);
+}
+
+#[test]
 fn a_node_that_exits_by_itself_is_a_crash() {
     let mut history = valid_history();
     let mut exited = Op::new(
