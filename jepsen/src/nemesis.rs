@@ -19,7 +19,7 @@
 
 use std::str::FromStr;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 
 use crate::cluster::network::{self, NodeId};
 use crate::cluster::Cluster;
@@ -245,12 +245,16 @@ fn target_name(target: Target) -> &'static str {
 pub fn inject(fault: &Fault, cluster: &mut Cluster) -> anyhow::Result<()> {
     match fault {
         Fault::Isolate { isolated, .. } => {
+            cluster.partitioned = true;
             for other in cluster.ids().into_iter().filter(|n| n != isolated) {
                 network::drop_from(*isolated, other)?;
                 network::drop_from(other, *isolated)?;
             }
         }
-        Fault::OneWay { deaf, from } => network::drop_from(*deaf, *from)?,
+        Fault::OneWay { deaf, from } => {
+            cluster.partitioned = true;
+            network::drop_from(*deaf, *from)?;
+        }
         Fault::Kill { nodes, .. } => {
             for node in nodes {
                 cluster.node_mut(*node).kill()?;
@@ -271,17 +275,34 @@ pub fn inject(fault: &Fault, cluster: &mut Cluster) -> anyhow::Result<()> {
 }
 
 /// Undoes every fault: removes all partition rules, resets clocks, resumes paused nodes,
-/// restarts stopped ones and waits until each listens.
+/// restarts stopped ones and waits until each listens. Every step runs even when an earlier
+/// one failed (a node must come back even if iptables is broken); the first error is returned.
 pub fn heal(cluster: &mut Cluster) -> anyhow::Result<()> {
+    let mut errors: Vec<anyhow::Error> = Vec::new();
+    let partitioned = std::mem::take(&mut cluster.partitioned);
     for id in cluster.ids() {
-        network::heal(id)?;
+        if partitioned {
+            if let Err(error) = network::heal(id) {
+                errors.push(error);
+            }
+        }
         let node = cluster.node_mut(id);
         if node.has_faketime() {
-            node.set_clock_offset(0)?;
+            if let Err(error) = node.set_clock_offset(0) {
+                errors.push(error);
+            }
         }
         if node.is_paused() {
-            node.pause(false)?;
+            if let Err(error) = node.pause(false) {
+                errors.push(error);
+            }
         }
     }
-    cluster.start_stopped().context("restart nodes")
+    if let Err(error) = cluster.start_stopped() {
+        errors.push(error.context("restart nodes"));
+    }
+    match errors.into_iter().next() {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
 }

@@ -64,6 +64,7 @@ pub fn run(options: &RunOptions) -> anyhow::Result<(PathBuf, Results)> {
             options.karst_binary.display()
         );
     }
+    network::check_tools(options.nemeses.contains(&Family::Partition))?;
     let run_directory = new_run_directory(&options.results_root)?;
     println!("karst-jepsen: run directory {}", run_directory.display());
     cleanup::install_panic_hook();

@@ -30,6 +30,8 @@ const ADMIN_RESPONSE_BYTES_MAX: u64 = 8 << 20;
 
 pub struct Cluster {
     pub nodes: Vec<Node>,
+    /// True while iptables rules of a partition may be installed (the heal removes them).
+    pub partitioned: bool,
 }
 
 impl Cluster {
@@ -47,7 +49,10 @@ impl Cluster {
             .iter()
             .map(|id| Node::create(*id, &ids, binary, run_directory, faketime))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        Ok(Cluster { nodes })
+        Ok(Cluster {
+            nodes,
+            partitioned: false,
+        })
     }
 
     pub fn ids(&self) -> Vec<NodeId> {

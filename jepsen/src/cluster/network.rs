@@ -57,6 +57,24 @@ pub fn run_command(program: &str, arguments: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Fails with an installation hint unless every program the harness runs is on PATH:
+/// `ip` (iproute2), `setpriv` (util-linux) and `iptables` (only for partitions).
+pub fn check_tools(partitions: bool) -> anyhow::Result<()> {
+    let mut needed = vec![("ip", "iproute2"), ("setpriv", "util-linux")];
+    if partitions {
+        needed.push(("iptables", "iptables"));
+    }
+    for (program, package) in needed {
+        let found = std::env::var_os("PATH")
+            .map(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+            .unwrap_or(false);
+        if !found {
+            bail!("{program} is not installed (apt-get install {package})");
+        }
+    }
+    Ok(())
+}
+
 /// Runs `ip` with the given arguments.
 fn ip(arguments: &[&str]) -> anyhow::Result<()> {
     run_command("ip", arguments)
