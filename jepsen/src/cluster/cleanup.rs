@@ -41,12 +41,16 @@ pub fn clean_up() {
     network::delete_namespaces();
 }
 
-/// Runs [`clean_up`] after the default panic message, so a panicking run leaves nothing behind.
+/// Runs [`clean_up`] after the default panic message when the main thread panics, so a
+/// panicking run leaves nothing behind. A panic elsewhere (a workload task) must not pull the
+/// cluster from under a run that goes on: the main thread sees it when it joins the task.
 pub fn install_panic_hook() {
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         default_hook(info);
-        clean_up();
+        if std::thread::current().name() == Some("main") {
+            clean_up();
+        }
     }));
 }
 
