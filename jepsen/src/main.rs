@@ -25,6 +25,9 @@ enum Command {
     /// Start a 3-node cluster in network namespaces, run the workload under faults, check it.
     /// Needs root. Exits 1 when the history is invalid.
     Run {
+        /// Nodes (3 or 5), each a broker and a voter of the metadata quorum.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(3..=5))]
+        nodes: u32,
         /// Fault families, comma-separated: partition, kill, pause (empty: no faults).
         #[arg(long, default_value = "partition,kill,pause", value_delimiter = ',')]
         nemesis: Vec<String>,
@@ -82,6 +85,7 @@ fn main() -> ExitCode {
 fn main_result() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
         Command::Run {
+            nodes,
             nemesis,
             time_limit,
             rate,
@@ -102,6 +106,7 @@ fn main_result() -> anyhow::Result<ExitCode> {
                 .or_else(|| std::env::var_os("KARST_BIN").map(PathBuf::from))
                 .unwrap_or_else(|| PathBuf::from("target/release/karst"));
             let options = RunOptions {
+                node_count: nodes,
                 nemeses,
                 time_limit: Duration::from_secs(time_limit),
                 interval: Duration::from_secs(interval),

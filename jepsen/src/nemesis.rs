@@ -2,13 +2,13 @@
 //!
 //! | family | faults |
 //! |---|---|
-//! | `partition` | `isolate-one`, `isolate-controller`, `isolate-leader` (of partition 0), `one-way` (a node stops hearing one other node) |
-//! | `kill` | SIGKILL `kill-one`, `kill-controller`, `kill-leader`, `kill-all`; healed by restarting |
-//! | `pause` | SIGSTOP `pause-one`, `pause-controller`, `pause-leader`; healed by SIGCONT |
+//! | `partition` | `isolate-one`, `isolate-controller`, `isolate-leader` (of partition 0), `isolate-minority`, `one-way` (a node stops hearing one other node) |
+//! | `kill` | SIGKILL `kill-one`, `kill-controller`, `kill-leader`, `kill-minority`, `kill-all`; healed by restarting |
+//! | `pause` | SIGSTOP `pause-one`, `pause-controller`, `pause-leader`, `pause-minority`; healed by SIGCONT |
 //! | `clock` | `clock-bump-one` (one node's wall clock moves by up to ±300 s), `clock-skew-all` (every node a different offset); libfaketime, healed by offset 0 |
 //!
-//! With three nodes a minority is one node, so "minority" faults are the one-node faults; the
-//! controller and partition-leader variants aim at the node whose loss matters most. Partitions
+//! A minority is (n - 1) / 2 random nodes: one of three, two of five. The controller and
+//! partition-leader variants aim at the node whose loss matters most. Partitions
 //! are `INPUT` drops in the node namespaces ([`crate::cluster::network`]), both directions for a
 //! full partition, one for `one-way`; the client keeps reaching every node. Every heal removes
 //! all rules, resumes paused nodes and restarts killed ones, whatever the fault was.
@@ -60,10 +60,9 @@ impl FromStr for Family {
     }
 }
 
-/// Which node a fault aims at.
+/// Which node a fault aims at, when it aims.
 #[derive(Debug, Clone, Copy)]
 enum Target {
-    Random,
     Controller,
     /// The leader of the workload topic's partition 0.
     Leader,
@@ -72,10 +71,11 @@ enum Target {
 /// One concrete fault, chosen by [`Nemesis::choose`].
 #[derive(Debug, Clone)]
 pub enum Fault {
-    /// Every node of `isolated` drops packets from every other node, and they from it.
+    /// The nodes of `isolated` drop packets from every other node, and those from them (the
+    /// isolated nodes still reach each other).
     Isolate {
         name: String,
-        isolated: NodeId,
+        isolated: Vec<NodeId>,
     },
     /// `deaf` drops packets from `from` (but `from` still hears `deaf`).
     OneWay {
@@ -116,7 +116,7 @@ impl Fault {
 
     pub fn nodes(&self) -> Vec<NodeId> {
         match self {
-            Fault::Isolate { isolated, .. } => vec![*isolated],
+            Fault::Isolate { isolated, .. } => isolated.clone(),
             Fault::OneWay { deaf, from } => vec![*deaf, *from],
             Fault::Kill { nodes, .. } | Fault::Pause { nodes, .. } => nodes.clone(),
             Fault::Clock { offsets, .. } => offsets.iter().map(|(node, _)| *node).collect(),
@@ -142,69 +142,93 @@ impl Nemesis {
 
     /// Picks the next fault: a family at random, then a variant, then its target node(s).
     pub fn choose(&mut self, cluster: &Cluster) -> anyhow::Result<Fault> {
-        let ids = cluster.ids();
         let family = self.families[self.random.below(self.families.len() as u64) as usize];
-        let targets = [Target::Random, Target::Controller, Target::Leader];
-        let fault = match family {
+        let ids = cluster.ids();
+        Ok(match family {
+            Family::Partition if self.random.below(5) == 0 => {
+                let deaf = self.pick(&ids);
+                let others: Vec<NodeId> = ids.iter().copied().filter(|n| *n != deaf).collect();
+                Fault::OneWay {
+                    deaf,
+                    from: self.pick(&others),
+                }
+            }
             Family::Partition => {
-                if self.random.below(4) == 0 {
-                    let deaf = self.pick(&ids);
-                    let others: Vec<NodeId> = ids.iter().copied().filter(|n| *n != deaf).collect();
-                    Fault::OneWay {
-                        deaf,
-                        from: self.pick(&others),
-                    }
-                } else {
-                    let target = targets[self.random.below(3) as usize];
-                    Fault::Isolate {
-                        name: format!("partition-isolate-{}", target_name(target)),
-                        isolated: self.resolve(target, cluster)?,
-                    }
+                let (variant, isolated) = self.choose_nodes(cluster, false);
+                Fault::Isolate {
+                    name: format!("partition-isolate-{variant}"),
+                    isolated,
                 }
             }
             Family::Kill => {
-                if self.random.below(4) == 0 {
-                    Fault::Kill {
-                        name: "kill-all".to_owned(),
-                        nodes: ids.clone(),
-                    }
-                } else {
-                    let target = targets[self.random.below(3) as usize];
-                    Fault::Kill {
-                        name: format!("kill-{}", target_name(target)),
-                        nodes: vec![self.resolve(target, cluster)?],
-                    }
+                let (variant, nodes) = self.choose_nodes(cluster, true);
+                Fault::Kill {
+                    name: format!("kill-{variant}"),
+                    nodes,
                 }
             }
             Family::Pause => {
-                let target = targets[self.random.below(3) as usize];
+                let (variant, nodes) = self.choose_nodes(cluster, false);
                 Fault::Pause {
-                    name: format!("pause-{}", target_name(target)),
-                    nodes: vec![self.resolve(target, cluster)?],
+                    name: format!("pause-{variant}"),
+                    nodes,
                 }
             }
-            Family::Clock => {
-                let nodes = if self.random.below(2) == 0 {
-                    vec![self.pick(&ids)]
-                } else {
-                    ids.clone()
-                };
-                let name = if nodes.len() == 1 {
-                    "clock-bump-one"
-                } else {
-                    "clock-skew-all"
-                };
-                let offsets = nodes
-                    .into_iter()
-                    .map(|node| (node, self.clock_offset_seconds()))
-                    .collect();
-                Fault::Clock {
-                    name: name.to_owned(),
-                    offsets,
-                }
-            }
+            Family::Clock => self.choose_clock(&ids),
+        })
+    }
+
+    /// The nodes a fault hits and the variant's name: one random node, the controller, the
+    /// leader of partition 0, a random minority, or (if `all_allowed`) every node.
+    fn choose_nodes(
+        &mut self,
+        cluster: &Cluster,
+        all_allowed: bool,
+    ) -> (&'static str, Vec<NodeId>) {
+        let ids = cluster.ids();
+        let variants = if all_allowed { 5 } else { 4 };
+        match self.random.below(variants) {
+            0 => ("one", vec![self.pick(&ids)]),
+            1 => (
+                "controller",
+                vec![self.resolve(Target::Controller, cluster)],
+            ),
+            2 => ("leader", vec![self.resolve(Target::Leader, cluster)]),
+            3 => ("minority", self.minority(&ids)),
+            _ => ("all", ids),
+        }
+    }
+
+    /// A random minority: (n - 1) / 2 distinct nodes (one of 3, two of 5).
+    fn minority(&mut self, ids: &[NodeId]) -> Vec<NodeId> {
+        let mut left = ids.to_vec();
+        let mut chosen = Vec::new();
+        while chosen.len() < (ids.len() - 1) / 2 {
+            chosen.push(left.remove(self.random.below(left.len() as u64) as usize));
+        }
+        chosen.sort();
+        chosen
+    }
+
+    fn choose_clock(&mut self, ids: &[NodeId]) -> Fault {
+        let nodes = if self.random.below(2) == 0 {
+            vec![self.pick(ids)]
+        } else {
+            ids.to_vec()
         };
-        Ok(fault)
+        let name = if nodes.len() == 1 {
+            "clock-bump-one"
+        } else {
+            "clock-skew-all"
+        };
+        let offsets = nodes
+            .into_iter()
+            .map(|node| (node, self.clock_offset_seconds()))
+            .collect();
+        Fault::Clock {
+            name: name.to_owned(),
+            offsets,
+        }
     }
 
     /// A clock offset of 1..=300 seconds, either way.
@@ -223,21 +247,12 @@ impl Nemesis {
 
     /// The node a target means now; falls back to a random node when the cluster cannot say
     /// (no controller elected, no leader known) — that fault is still worth injecting.
-    fn resolve(&mut self, target: Target, cluster: &Cluster) -> anyhow::Result<NodeId> {
+    fn resolve(&mut self, target: Target, cluster: &Cluster) -> NodeId {
         let found = match target {
-            Target::Random => None,
             Target::Controller => cluster.controller().ok(),
             Target::Leader => cluster.partition_leader(&self.topic, 0).ok(),
         };
-        Ok(found.unwrap_or_else(|| self.pick(&cluster.ids())))
-    }
-}
-
-fn target_name(target: Target) -> &'static str {
-    match target {
-        Target::Random => "one",
-        Target::Controller => "controller",
-        Target::Leader => "leader",
+        found.unwrap_or_else(|| self.pick(&cluster.ids()))
     }
 }
 
@@ -246,9 +261,11 @@ pub fn inject(fault: &Fault, cluster: &mut Cluster) -> anyhow::Result<()> {
     match fault {
         Fault::Isolate { isolated, .. } => {
             cluster.partitioned = true;
-            for other in cluster.ids().into_iter().filter(|n| n != isolated) {
-                network::drop_from(*isolated, other)?;
-                network::drop_from(other, *isolated)?;
+            for inside in isolated {
+                for outside in cluster.ids().into_iter().filter(|n| !isolated.contains(n)) {
+                    network::drop_from(*inside, outside)?;
+                    network::drop_from(outside, *inside)?;
+                }
             }
         }
         Fault::OneWay { deaf, from } => {

@@ -27,8 +27,6 @@ use crate::history::{Function, HistoryWriter, Op, OpType, Process, NEMESIS_PROCE
 use crate::nemesis::{self, Family, Nemesis};
 use crate::workload::{self, Shared, WorkloadOptions};
 
-/// Nodes in a run.
-pub const NODE_COUNT: u32 = 3;
 /// Time the cluster gets after the last heal before the final reads start.
 const SETTLE_AFTER_HEAL: Duration = Duration::from_secs(5);
 /// Time workers get to finish their current operation once told to stop.
@@ -38,6 +36,8 @@ const SLEEP_SLICE: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
+    /// 3 or 5 nodes, each a broker and a quorum voter.
+    pub node_count: u32,
     pub nemeses: Vec<Family>,
     pub time_limit: Duration,
     /// Length of each quiet window and each fault window.
@@ -70,7 +70,12 @@ pub fn run(options: &RunOptions) -> anyhow::Result<(PathBuf, Results)> {
     cleanup::install_panic_hook();
     let _cleanup = CleanupGuard;
     let faketime = options.nemeses.contains(&Family::Clock);
-    let mut cluster = Cluster::create(NODE_COUNT, &options.karst_binary, &run_directory, faketime)?;
+    let mut cluster = Cluster::create(
+        options.node_count,
+        &options.karst_binary,
+        &run_directory,
+        faketime,
+    )?;
     network::enter(CLIENT_NAMESPACE)?;
     cluster.start_stopped()?;
 
