@@ -54,17 +54,7 @@ pub struct RunOptions {
 
 /// Runs the whole test; returns the run directory and the checker's verdict.
 pub fn run(options: &RunOptions) -> anyhow::Result<(PathBuf, Results)> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("karst-jepsen run needs root (network namespaces, iptables)");
-    }
-    if !options.karst_binary.is_file() {
-        bail!(
-            "no karst binary at {} (build it, or set KARST_BIN)",
-            options.karst_binary.display()
-        );
-    }
-    network::check_tools(options.nemeses.contains(&Family::Partition))?;
+    check_preconditions(options)?;
     let run_directory = new_run_directory(&options.results_root)?;
     println!("karst-jepsen: run directory {}", run_directory.display());
     cleanup::install_panic_hook();
@@ -115,28 +105,11 @@ pub fn run(options: &RunOptions) -> anyhow::Result<(PathBuf, Results)> {
 
     let nemesis_outcome = run_nemesis(options, &mut cluster, &shared, deadline);
     shared.stop.store(true, Ordering::Relaxed);
-    runtime.block_on(async {
-        for worker in workers {
-            match tokio::time::timeout(WORKER_STOP_TIMEOUT, worker).await {
-                Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(error))) => eprintln!("karst-jepsen: a worker failed: {error:#}"),
-                Ok(Err(error)) => eprintln!("karst-jepsen: a worker panicked: {error}"),
-                Err(_) => eprintln!("karst-jepsen: a worker did not stop in time"),
-            }
-        }
-    });
+    runtime.block_on(join_workers(workers));
     heal_recorded(&mut cluster, &shared);
     sleep(SETTLE_AFTER_HEAL);
     note_exited_nodes(&mut cluster, &shared);
-    match runtime.block_on(workload::final_reads(&shared, &workload_options)) {
-        Ok(unfinished) if unfinished.is_empty() => {}
-        Ok(unfinished) => {
-            eprintln!(
-                "karst-jepsen: final reads did not reach the high watermark of keys {unfinished:?}"
-            )
-        }
-        Err(error) => eprintln!("karst-jepsen: final reads failed: {error:#}"),
-    }
+    runtime.block_on(final_reads_reported(&shared, &workload_options));
     note_exited_nodes(&mut cluster, &shared);
     shared.history.lock().expect("history lock").flush()?;
     runtime.shutdown_timeout(Duration::from_secs(5));
@@ -144,6 +117,44 @@ pub fn run(options: &RunOptions) -> anyhow::Result<(PathBuf, Results)> {
     nemesis_outcome?;
     let results = crate::check_directory(&run_directory, &Default::default())?;
     Ok((run_directory, results))
+}
+
+fn check_preconditions(options: &RunOptions) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("karst-jepsen run needs root (network namespaces, iptables)");
+    }
+    if !options.karst_binary.is_file() {
+        bail!(
+            "no karst binary at {} (build it, or set KARST_BIN)",
+            options.karst_binary.display()
+        );
+    }
+    network::check_tools(options.nemeses.contains(&Family::Partition))
+}
+
+/// Waits for every worker (bounded by [`WORKER_STOP_TIMEOUT`] each); a worker's failure is
+/// reported, not fatal: the history up to it is still worth checking.
+async fn join_workers(workers: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>) {
+    for worker in workers {
+        match tokio::time::timeout(WORKER_STOP_TIMEOUT, worker).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => eprintln!("karst-jepsen: a worker failed: {error:#}"),
+            Ok(Err(error)) => eprintln!("karst-jepsen: a worker panicked: {error}"),
+            Err(_) => eprintln!("karst-jepsen: a worker did not stop in time"),
+        }
+    }
+}
+
+/// The final reads; what they could not finish shows up in the checker as unseen values.
+async fn final_reads_reported(shared: &Shared, options: &WorkloadOptions) {
+    match workload::final_reads(shared, options).await {
+        Ok(unfinished) if unfinished.is_empty() => {}
+        Ok(unfinished) => eprintln!(
+            "karst-jepsen: final reads did not reach the high watermark of keys {unfinished:?}"
+        ),
+        Err(error) => eprintln!("karst-jepsen: final reads failed: {error:#}"),
+    }
 }
 
 /// Keys reachable in a run: the active ones plus one per rotation.
