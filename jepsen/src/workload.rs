@@ -5,9 +5,10 @@
 //! * **Keys** rotate with time: at `t` the active keys are `r..r+active` with
 //!   `r = t / key_rotation`, so every key gets a bounded history and new partitions join.
 //! * **Sends** go to an explicit partition with `retries=0` and no idempotence: a duplicate can
-//!   then only be the broker's doing. A send that could not be queued `fail`s (it never left);
-//!   any other error or timeout is `info` and the worker's clients are rebuilt under a new
-//!   process number.
+//!   then only be the broker's doing. A send that could not be queued, or that the broker
+//!   refused before appending (not leader, not enough replicas, …: [`send_error_outcome`]),
+//!   `fail`s; any other error or timeout is `info` and the worker's clients are rebuilt under
+//!   a new process number.
 //! * **Polls** use `assign` (Karst has no consumer groups yet): each process keeps its position
 //!   per key and re-assigns (an `assign` operation) when the active keys change.
 //! * **Final reads** after the last heal: a fresh consumer reads every key from offset 0 up to the
@@ -22,7 +23,7 @@ use anyhow::{bail, Context};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset as KafkaOffset, TopicPartitionList};
 
@@ -252,7 +253,7 @@ impl Client {
                     OpType::Info,
                     format!("delivered to partition {}", delivery.partition),
                 )),
-                Ok(Ok(Err((error, _)))) => Err((OpType::Info, error.to_string())),
+                Ok(Ok(Err((error, _)))) => Err((send_error_outcome(&error), error.to_string())),
                 Ok(Err(_)) => Err((OpType::Info, "delivery report dropped".to_owned())),
                 Err(_) => Err((
                     OpType::Info,
@@ -323,6 +324,24 @@ impl Client {
         completion.error = error;
         shared.record(completion);
         reads
+    }
+}
+
+/// Whether a send that came back with `error` certainly did not append (`fail`) or may have
+/// (`info`). Definite are the errors a broker returns *instead of* appending: not the leader,
+/// no such partition, too few in-sync replicas before the append, a record it refused. Every
+/// other error, timeouts above all, is indefinite. Calling these `fail` is what lets the checker
+/// catch a broker that answers one of them after it appended after all (`aborted-read`).
+fn send_error_outcome(error: &KafkaError) -> OpType {
+    match error.rdkafka_error_code() {
+        Some(
+            RDKafkaErrorCode::NotLeaderForPartition
+            | RDKafkaErrorCode::UnknownTopicOrPartition
+            | RDKafkaErrorCode::NotEnoughReplicas
+            | RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::InvalidRecord,
+        ) => OpType::Fail,
+        _ => OpType::Info,
     }
 }
 
@@ -435,5 +454,26 @@ mod tests {
             options.active_keys_at(Duration::from_secs(600)),
             vec![5, 6, 7, 8]
         );
+    }
+}
+
+#[cfg(test)]
+mod send_error_tests {
+    use super::*;
+
+    #[test]
+    fn only_refusals_before_the_append_are_definite_failures() {
+        let outcome = |code| send_error_outcome(&KafkaError::MessageProduction(code));
+        assert_eq!(outcome(RDKafkaErrorCode::NotEnoughReplicas), OpType::Fail);
+        assert_eq!(
+            outcome(RDKafkaErrorCode::NotLeaderForPartition),
+            OpType::Fail
+        );
+        assert_eq!(
+            outcome(RDKafkaErrorCode::NotEnoughReplicasAfterAppend),
+            OpType::Info
+        );
+        assert_eq!(outcome(RDKafkaErrorCode::MessageTimedOut), OpType::Info);
+        assert_eq!(outcome(RDKafkaErrorCode::RequestTimedOut), OpType::Info);
     }
 }
