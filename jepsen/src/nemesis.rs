@@ -2,7 +2,7 @@
 //!
 //! | family | faults |
 //! |---|---|
-//! | `partition` | `isolate-one`, `isolate-controller`, `isolate-leader` (of partition 0), `isolate-minority`, `one-way` (a node stops hearing one other node) |
+//! | `partition` | `isolate-one`, `isolate-controller`, `isolate-leader` (of an active key's partition), `isolate-minority`, `one-way` (a node stops hearing one other node) |
 //! | `kill` | SIGKILL `kill-one`, `kill-controller`, `kill-leader`, `kill-minority`, `kill-all`; healed by restarting |
 //! | `pause` | SIGSTOP `pause-one`, `pause-controller`, `pause-leader`, `pause-minority`; healed by SIGCONT |
 //! | `clock` | `clock-bump-one` (one node's wall clock moves by up to ±300 s), `clock-skew-all` (every node a different offset); libfaketime, healed by offset 0 |
@@ -64,7 +64,7 @@ impl FromStr for Family {
 #[derive(Debug, Clone, Copy)]
 enum Target {
     Controller,
-    /// The leader of the workload topic's partition 0.
+    /// The leader of the partition [`Nemesis::aim_at_partition`] named.
     Leader,
 }
 
@@ -127,8 +127,9 @@ impl Fault {
 pub struct Nemesis {
     families: Vec<Family>,
     random: Random,
-    /// The topic whose partition 0 `Target::Leader` aims at.
+    /// The topic and partition whose leader `Target::Leader` aims at.
     topic: String,
+    leader_partition: u32,
 }
 
 impl Nemesis {
@@ -137,7 +138,14 @@ impl Nemesis {
             families,
             random: Random::new(seed),
             topic: topic.to_owned(),
+            leader_partition: 0,
         }
+    }
+
+    /// Aims the leader faults at `partition`'s leader from now on (the workload moves on to
+    /// new keys, and a fault on the leader of a retired key tests little).
+    pub fn aim_at_partition(&mut self, partition: u32) {
+        self.leader_partition = partition;
     }
 
     /// Picks the next fault: a family at random, then a variant, then its target node(s).
@@ -179,7 +187,7 @@ impl Nemesis {
     }
 
     /// The nodes a fault hits and the variant's name: one random node, the controller, the
-    /// leader of partition 0, a random minority, or (if `all_allowed`) every node.
+    /// leader of the aimed-at partition, a random minority, or (if `all_allowed`) every node.
     fn choose_nodes(
         &mut self,
         cluster: &Cluster,
@@ -250,7 +258,9 @@ impl Nemesis {
     fn resolve(&mut self, target: Target, cluster: &Cluster) -> NodeId {
         let found = match target {
             Target::Controller => cluster.controller().ok(),
-            Target::Leader => cluster.partition_leader(&self.topic, 0).ok(),
+            Target::Leader => cluster
+                .partition_leader(&self.topic, self.leader_partition)
+                .ok(),
         };
         found.unwrap_or_else(|| self.pick(&cluster.ids()))
     }

@@ -103,7 +103,7 @@ pub fn run(options: &RunOptions) -> anyhow::Result<(PathBuf, Results)> {
         })
         .collect();
 
-    let nemesis_outcome = run_nemesis(options, &mut cluster, &shared, deadline);
+    let nemesis_outcome = run_nemesis(options, &workload_options, &mut cluster, &shared, deadline);
     shared.stop.store(true, Ordering::Relaxed);
     runtime.block_on(join_workers(workers));
     heal_recorded(&mut cluster, &shared);
@@ -211,6 +211,7 @@ fn nemesis_op(op_type: OpType, f: Function) -> Op {
 /// Quiet window, fault window, heal; again, until the time limit.
 fn run_nemesis(
     options: &RunOptions,
+    workload_options: &WorkloadOptions,
     cluster: &mut Cluster,
     shared: &Shared,
     deadline: Instant,
@@ -225,6 +226,9 @@ fn run_nemesis(
             break;
         }
         note_exited_nodes(cluster, shared);
+        // The newest active key: the one the workload will write longest from now.
+        let keys = workload_options.active_keys_at(shared.started.elapsed());
+        nemesis.aim_at_partition(keys.last().copied().unwrap_or(0));
         let fault = nemesis.choose(cluster)?;
         let mut invoke = nemesis_op(OpType::Invoke, Function::StartFault);
         invoke.fault = Some(fault.name());
