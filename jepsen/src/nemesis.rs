@@ -2,7 +2,7 @@
 //!
 //! | family | faults |
 //! |---|---|
-//! | `partition` | `isolate-one`, `isolate-controller`, `isolate-leader` (of an active key's partition), `isolate-minority`, `one-way` (a node stops hearing one other node) |
+//! | `partition` | `partition-isolate-one`, `-isolate-controller`, `-isolate-leader` (of an active key's partition), `-isolate-minority`, `partition-one-way` (a node stops hearing one other node) |
 //! | `kill` | SIGKILL `kill-one`, `kill-controller`, `kill-leader`, `kill-minority`, `kill-all`; healed by restarting |
 //! | `pause` | SIGSTOP `pause-one`, `pause-controller`, `pause-leader`, `pause-minority`; healed by SIGCONT |
 //! | `clock` | `clock-bump-one` (one node's wall clock moves by up to ±300 s), `clock-skew-all` (every node a different offset); libfaketime, healed by offset 0 |
@@ -11,7 +11,8 @@
 //! partition-leader variants aim at the node whose loss matters most. Partitions
 //! are `INPUT` drops in the node namespaces ([`crate::cluster::network`]), both directions for a
 //! full partition, one for `one-way`; the client keeps reaching every node. Every heal removes
-//! all rules, resumes paused nodes and restarts killed ones, whatever the fault was.
+//! all rules, resets clocks, resumes paused nodes and restarts killed ones, whatever the fault
+//! was.
 //!
 //! Clock faults move CLOCK_REALTIME only (the monotonic clock would stall every timer).
 //! Not built yet: clock strobes, lost unsynced writes (a filesystem that drops
