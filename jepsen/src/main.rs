@@ -67,7 +67,7 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         stall_window: u64,
         /// Seconds the cluster gets to recover after each heal.
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = 10)]
         recovery_grace: u64,
     },
 }

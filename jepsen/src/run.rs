@@ -111,6 +111,7 @@ pub fn run(options: &RunOptions) -> anyhow::Result<(PathBuf, Results)> {
     note_exited_nodes(&mut cluster, &shared);
     runtime.block_on(final_reads_reported(&shared, &workload_options));
     note_exited_nodes(&mut cluster, &shared);
+    cluster.save_admin_views();
     shared.history.lock().expect("history lock").flush()?;
     runtime.shutdown_timeout(Duration::from_secs(5));
     drop(cluster);

@@ -3,7 +3,9 @@
 //! During a fault a stall is allowed (kill all nodes and nothing can succeed). So the checker
 //! takes the stretches between successful client operations, removes the fault windows (from a
 //! fault's start to its heal, plus [`CheckOptions::recovery_grace_ns`] to recover), and reports
-//! a `stall` for every remaining stretch of at least [`CheckOptions::stall_window_ns`].
+//! a `stall` for every remaining stretch of at least [`CheckOptions::stall_window_ns`]; and a
+//! `send-stall` for such a stretch without an acknowledged send (polls may go on succeeding,
+//! empty, while every send is refused).
 
 use serde_json::json;
 
@@ -45,34 +47,68 @@ pub fn fault_windows(history: &[Op]) -> Vec<Window> {
     windows
 }
 
+/// Reports `stall` (no successful operation of any kind) and `send-stall` (sends attempted,
+/// none acknowledged: a cluster that serves reads but refuses every write is not live either).
 pub fn find_stalls(history: &[Op], options: &CheckOptions, findings: &mut Findings) {
-    let client_ops: Vec<&Op> = history.iter().filter(|op| op.is_client()).collect();
-    let (Some(first), Some(last)) = (client_ops.first(), client_ops.last()) else {
-        return;
-    };
-    let mut progress: Vec<u64> = client_ops
-        .iter()
-        .filter(|op| op.op_type == OpType::Ok)
-        .map(|op| op.time_ns)
-        .collect();
-    progress.insert(0, first.time_ns);
-    progress.push(last.time_ns);
-    let excused: Vec<Window> = fault_windows(history)
+    let mut excused: Vec<Window> = fault_windows(history)
         .into_iter()
         .map(|window| Window {
             start_ns: window.start_ns,
             end_ns: window.end_ns.saturating_add(options.recovery_grace_ns),
         })
         .collect();
+    excused.extend(pause_before_final_reads(history));
+    let client_ops: Vec<&Op> = history.iter().filter(|op| op.is_client()).collect();
+    find_gaps(&client_ops, &excused, options, "stall", findings);
+    let sends: Vec<&Op> = client_ops
+        .into_iter()
+        .filter(|op| op.f == Function::Send)
+        .collect();
+    find_gaps(&sends, &excused, options, "send-stall", findings);
+}
+
+/// The quiet stretch between the end of the workload and the final reader's first operation
+/// (the harness heals and lets the cluster settle then; nobody asks anything of it).
+fn pause_before_final_reads(history: &[Op]) -> Option<Window> {
+    let final_poll = history.iter().find(|op| op.final_read)?;
+    let first = history
+        .iter()
+        .position(|op| op.process == final_poll.process)?;
+    let before = history[..first].iter().rev().find(|op| op.is_client())?;
+    Some(Window {
+        start_ns: before.time_ns,
+        end_ns: history[first].time_ns,
+    })
+}
+
+/// Stretches of at least the stall window between successes of `ops` (and from the first
+/// and to the last of them) that no excused window covers.
+fn find_gaps(
+    ops: &[&Op],
+    excused: &[Window],
+    options: &CheckOptions,
+    anomaly: &'static str,
+    findings: &mut Findings,
+) {
+    let (Some(first), Some(last)) = (ops.first(), ops.last()) else {
+        return;
+    };
+    let mut progress: Vec<u64> = ops
+        .iter()
+        .filter(|op| op.op_type == OpType::Ok)
+        .map(|op| op.time_ns)
+        .collect();
+    progress.insert(0, first.time_ns);
+    progress.push(last.time_ns);
     for pair in progress.windows(2) {
         let gap = Window {
             start_ns: pair[0],
             end_ns: pair[1],
         };
-        for stretch in subtract(gap, &excused) {
+        for stretch in subtract(gap, excused) {
             if stretch.end_ns - stretch.start_ns >= options.stall_window_ns {
                 findings.add(
-                    "stall",
+                    anomaly,
                     json!({
                         "from_ns": stretch.start_ns,
                         "to_ns": stretch.end_ns,

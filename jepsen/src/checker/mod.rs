@@ -17,6 +17,7 @@
 //! | `nonmonotonic-send` | a process's acknowledged sends to a key went back in the log | [`order`] |
 //! | `send-skip` | other values sit between two consecutive sends of one process (informational: expected with several writers per key) | [`order`] |
 //! | `node-crash` | a node exited although the nemesis did not kill it | [`check`] |
+//! | `send-stall` | the same for sends alone: sends attempted, none acknowledged | [`liveness`] |
 //! | `stall` | no operation succeeded for a window while no fault (plus a recovery grace) was active | [`liveness`] |
 //!
 //! [`check`] returns [`Results`], which `karst-jepsen check` writes as `results.json`.
@@ -50,7 +51,7 @@ impl Default for CheckOptions {
     fn default() -> Self {
         CheckOptions {
             stall_window_ns: 10_000_000_000,
-            recovery_grace_ns: 20_000_000_000,
+            recovery_grace_ns: 10_000_000_000,
         }
     }
 }
@@ -65,6 +66,7 @@ const FATAL_ANOMALIES: &[&str] = &[
     "poll-skip",
     "nonmonotonic-send",
     "stall",
+    "send-stall",
     "node-crash",
 ];
 
@@ -117,9 +119,11 @@ pub struct Results {
 pub fn check(history: &[Op], options: &CheckOptions) -> Results {
     let mut findings = Findings::default();
     let partition_logs = logs::PartitionLogs::build(history);
-    let has_final_reads = history
-        .iter()
-        .any(|op| op.f == Function::Poll && op.op_type == OpType::Ok && op.final_read);
+    // The final reader's assign counts too: with every high watermark at 0 it needs no poll.
+    let has_final_reads = history.iter().any(|op| {
+        (op.f == Function::Poll && op.op_type == OpType::Ok && op.final_read)
+            || (op.f == Function::Assign && op.high_watermarks.is_some())
+    });
     partition_logs.find_anomalies(has_final_reads, &mut findings);
     order::find_poll_anomalies(history, &partition_logs, &mut findings);
     order::find_send_anomalies(history, &partition_logs, &mut findings);

@@ -228,6 +228,19 @@ fn an_acknowledged_value_never_read_beyond_the_end_of_the_final_log_is_a_lost_wr
 }
 
 #[test]
+fn values_read_earlier_are_lost_when_the_final_reader_finds_every_log_empty() {
+    // The final reader's high watermarks are all 0, so it polls nothing: still final reads.
+    let mut history = HistoryBuilder::default();
+    history.send(1, 0, 100, 0).poll(2, &[(0, &[(0, 100)])]);
+    let mut final_assign = Op::new(Process::Client(3), OpType::Ok, Function::Assign);
+    final_assign.high_watermarks = Some(BTreeMap::from([(0, 0)]));
+    history.push(final_assign);
+    let results = history.check();
+    assert!(results.has_final_reads);
+    assert_invalid_because(&results, "lost-write");
+}
+
+#[test]
 fn a_node_that_exits_by_itself_is_a_crash() {
     let mut history = valid_history();
     let mut exited = Op::new(
@@ -405,13 +418,25 @@ fn no_success_for_a_window_while_healthy_is_a_stall() {
 }
 
 #[test]
+fn refused_sends_for_a_window_while_polls_succeed_are_a_send_stall() {
+    let mut history = HistoryBuilder::default();
+    history.send(1, 0, 100, 0);
+    for second in 1..=15 {
+        history.at_seconds(second).send_failed(1, 0, 100 + second);
+        history.poll(2, &[(0, &[])]);
+    }
+    let results = history.check();
+    assert_eq!(results.invalid_because, vec!["send-stall".to_owned()]);
+}
+
+#[test]
 fn no_success_during_a_fault_and_its_recovery_grace_is_no_stall() {
     let mut history = HistoryBuilder::default();
     history.send(1, 0, 100, 0);
     history.nemesis(OpType::Invoke, Function::StartFault);
     history.at_seconds(20).nemesis(OpType::Info, Function::Heal);
-    // 15 s after the heal: inside the 20 s grace.
-    history.at_seconds(35).send(1, 0, 101, 1);
+    // 8 s after the heal: inside the 10 s grace.
+    history.at_seconds(28).send(1, 0, 101, 1);
     history.final_poll(2, &[(0, &[(0, 100), (1, 101)])]);
     let results = history.check();
     assert!(results.valid, "{results:#?}");

@@ -135,6 +135,34 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Saves each running node's `/v1/cluster` and `/v1/partitions` as `cluster.json` and
+    /// `partitions.json` in its directory: who led what, with which ISR and high watermark, at
+    /// the end of the run. Best effort: a node that does not answer is skipped.
+    pub fn save_admin_views(&self) {
+        for node in self
+            .nodes
+            .iter()
+            .filter(|n| n.is_running() && !n.is_paused())
+        {
+            for (path, file) in [
+                ("/v1/cluster", "cluster.json"),
+                ("/v1/partitions", "partitions.json"),
+            ] {
+                match admin_get(node.admin_address(), path) {
+                    Ok(view) => {
+                        let text = serde_json::to_string_pretty(&view).unwrap_or_default();
+                        if let Err(error) = std::fs::write(node.directory().join(file), text) {
+                            eprintln!("karst-jepsen: save {file} of node {}: {error}", node.id);
+                        }
+                    }
+                    Err(error) => eprintln!("karst-jepsen: node {} {path}: {error:#}", node.id),
+                }
+            }
+        }
+    }
+}
+
 /// A GET on an admin listener, parsed as JSON (HTTP/1.0, the listener closes after answering).
 pub fn admin_get(address: SocketAddr, path: &str) -> anyhow::Result<Json> {
     let mut stream = TcpStream::connect_timeout(&address, ADMIN_TIMEOUT)

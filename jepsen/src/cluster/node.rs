@@ -83,6 +83,11 @@ impl Node {
         Ok(node)
     }
 
+    /// `nodes/n<id>` of the run: config, data, log, admin views.
+    pub fn directory(&self) -> &Path {
+        &self.directory
+    }
+
     pub fn config_path(&self) -> PathBuf {
         self.directory.join("karst.toml")
     }
