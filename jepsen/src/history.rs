@@ -1,0 +1,217 @@
+//! The history of a run: every operation the workload and the nemesis performed, one JSON
+//! object per line (`history.jsonl`).
+//!
+//! An operation is recorded twice, as in Jepsen: an `invoke` entry when it starts and a
+//! completion when it ends, with the same `process`:
+//!
+//! * `ok` — it happened (a send was acknowledged at `offset`; a poll returned `reads`);
+//! * `fail` — it certainly did not happen (a send that never left the client);
+//! * `info` — unknown: it may or may not have happened (a send whose acknowledgement was lost,
+//!   a timeout). The process that saw an `info` is never used again: its client is torn down
+//!   and the worker continues under a new process number, so every process is sequential.
+//!
+//! The workload writes keys as integers; key `k` is partition `k` of the run's topic. Values are
+//! unique integers across the whole run, so a value names the one send that wrote it.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::Path;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+/// A key of the workload: partition `Key` of the run's topic.
+pub type Key = u32;
+/// A value a send wrote; unique across a run.
+pub type Value = u64;
+/// A Kafka offset inside one partition.
+pub type Offset = i64;
+
+/// The name of the process that injects faults, in `process` of nemesis entries.
+pub const NEMESIS_PROCESS: &str = "nemesis";
+
+/// Who performed an operation: a client process (sequential, numbered) or the nemesis.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Process {
+    Client(u64),
+    Named(String),
+}
+
+/// Where an operation is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OpType {
+    Invoke,
+    Ok,
+    Fail,
+    Info,
+}
+
+/// What an operation does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Function {
+    /// Produce one value to one key (acks=all).
+    Send,
+    /// Read whatever the consumer's assigned keys return within a short window.
+    Poll,
+    /// (Re)assign the consumer: positions restart at `positions`, so order checks restart.
+    Assign,
+    /// The nemesis starts a fault (`fault` says which, `nodes` on which nodes).
+    StartFault,
+    /// The nemesis heals every fault it started.
+    Heal,
+    /// A node exited although nothing killed it (a crash): `nodes` says which, `error` how.
+    NodeExited,
+}
+
+/// One line of `history.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Op {
+    /// Position in the history, from 0.
+    pub index: u64,
+    /// Nanoseconds since the run started (monotonic clock of the harness).
+    pub time_ns: u64,
+    pub process: Process,
+    #[serde(rename = "type")]
+    pub op_type: OpType,
+    pub f: Function,
+    /// Send: the key written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<Key>,
+    /// Send: the value written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<Value>,
+    /// Send ok: the offset the broker acknowledged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<Offset>,
+    /// Poll ok: per key, the `[offset, value]` pairs in the order the consumer delivered them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reads: Option<BTreeMap<Key, Vec<(Offset, Value)>>>,
+    /// Assign: the position of each assigned key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub positions: Option<BTreeMap<Key, Offset>>,
+    /// Assign of the final reader: each key's high watermark when the final reads began; the
+    /// final reads of a key are complete once they returned the record before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub high_watermarks: Option<BTreeMap<Key, Offset>>,
+    /// Poll: true for the final reads after the last heal, which must see every acknowledged
+    /// value (`unseen` counts only when a history has them).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub final_read: bool,
+    /// Nemesis: the fault, e.g. `partition-isolate-controller`, `kill-minority`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<String>,
+    /// Nemesis: the node ids affected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<Vec<u32>>,
+    /// fail/info: what the client or the nemesis reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+impl Op {
+    /// An operation with only the mandatory fields set; the builders below add the rest.
+    pub fn new(process: Process, op_type: OpType, f: Function) -> Op {
+        Op {
+            index: 0,
+            time_ns: 0,
+            process,
+            op_type,
+            f,
+            key: None,
+            value: None,
+            offset: None,
+            reads: None,
+            positions: None,
+            high_watermarks: None,
+            final_read: false,
+            fault: None,
+            nodes: None,
+            error: None,
+        }
+    }
+
+    pub fn is_client(&self) -> bool {
+        matches!(self.process, Process::Client(_))
+    }
+}
+
+/// Appends operations to `history.jsonl`, numbering them and stamping their time.
+pub struct HistoryWriter {
+    out: BufWriter<File>,
+    next_index: u64,
+    started: std::time::Instant,
+}
+
+impl HistoryWriter {
+    pub fn create(path: &Path, started: std::time::Instant) -> anyhow::Result<HistoryWriter> {
+        let file = File::create(path).with_context(|| format!("create {}", path.display()))?;
+        Ok(HistoryWriter {
+            out: BufWriter::new(file),
+            next_index: 0,
+            started,
+        })
+    }
+
+    /// Records `op` now and returns it as written (with its index and time).
+    pub fn record(&mut self, mut op: Op) -> anyhow::Result<Op> {
+        op.index = self.next_index;
+        op.time_ns = self.started.elapsed().as_nanos() as u64;
+        self.next_index += 1;
+        serde_json::to_writer(&mut self.out, &op)?;
+        self.out.write_all(b"\n")?;
+        Ok(op)
+    }
+
+    pub fn flush(&mut self) -> anyhow::Result<()> {
+        self.out.flush().context("flush history")
+    }
+}
+
+/// Reads a `history.jsonl` written by [`HistoryWriter`] (or by hand).
+pub fn read_history(path: &Path) -> anyhow::Result<Vec<Op>> {
+    let file = File::open(path).with_context(|| format!("open {}", path.display()))?;
+    let mut ops = Vec::new();
+    for (number, line) in BufReader::new(file).lines().enumerate() {
+        let line = line.with_context(|| format!("read {}", path.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let op: Op = serde_json::from_str(&line)
+            .with_context(|| format!("{}:{}: not an operation", path.display(), number + 1))?;
+        ops.push(op);
+    }
+    Ok(ops)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_operation_round_trips_through_one_json_line() {
+        let mut op = Op::new(Process::Client(3), OpType::Ok, Function::Poll);
+        op.reads = Some(BTreeMap::from([(1, vec![(0, 10), (1, 11)])]));
+        let line = serde_json::to_string(&op).unwrap();
+        assert_eq!(
+            line,
+            r#"{"index":0,"time_ns":0,"process":3,"type":"ok","f":"poll","reads":{"1":[[0,10],[1,11]]}}"#
+        );
+        assert_eq!(serde_json::from_str::<Op>(&line).unwrap(), op);
+        let nemesis = Op::new(
+            Process::Named(NEMESIS_PROCESS.into()),
+            OpType::Info,
+            Function::StartFault,
+        );
+        let line = serde_json::to_string(&nemesis).unwrap();
+        assert!(line.contains(r#""process":"nemesis""#), "{line}");
+        assert_eq!(serde_json::from_str::<Op>(&line).unwrap(), nemesis);
+    }
+}

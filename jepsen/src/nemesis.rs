@@ -1,0 +1,336 @@
+//! Nemeses: the faults a run injects, in alternating fault and heal windows.
+//!
+//! | family | faults |
+//! |---|---|
+//! | `partition` | `partition-isolate-one`, `-isolate-controller`, `-isolate-leader` (of an active key's partition), `-isolate-minority`, `partition-one-way` (a node stops hearing one other node) |
+//! | `kill` | SIGKILL `kill-one`, `kill-controller`, `kill-leader`, `kill-minority`, `kill-all`; healed by restarting |
+//! | `pause` | SIGSTOP `pause-one`, `pause-controller`, `pause-leader`, `pause-minority`; healed by SIGCONT |
+//! | `clock` | `clock-bump-one` (one node's wall clock moves by up to ±300 s), `clock-skew-all` (every node a different offset); libfaketime, healed by offset 0 |
+//!
+//! A minority is (n - 1) / 2 random nodes: one of three, two of five. The controller and
+//! partition-leader variants aim at the node whose loss matters most. Partitions
+//! are `INPUT` drops in the node namespaces ([`crate::cluster::network`]), both directions for a
+//! full partition, one for `one-way`; the client keeps reaching every node. Every heal removes
+//! all rules, resets clocks, resumes paused nodes and restarts killed ones, whatever the fault
+//! was.
+//!
+//! Clock faults move CLOCK_REALTIME only (the monotonic clock would stall every timer).
+//! Not built yet: clock strobes, lost unsynced writes (a filesystem that drops
+//! unsynced data on kill) and bit flips in sealed segments; see docs/JEPSEN.md.
+
+use std::str::FromStr;
+
+use anyhow::bail;
+
+use crate::cluster::network::{self, NodeId};
+use crate::cluster::Cluster;
+use crate::random::Random;
+
+/// Largest clock bump (seconds): far beyond any timeout, far below retention (7 days), so a
+/// bump cannot legitimately delete data.
+const CLOCK_OFFSET_SECONDS_MAX: u64 = 300;
+
+/// A family of faults the run may choose from (`--nemesis partition,kill,pause`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Partition,
+    Kill,
+    Pause,
+    Clock,
+}
+
+impl FromStr for Family {
+    type Err = anyhow::Error;
+    fn from_str(name: &str) -> anyhow::Result<Family> {
+        match name {
+            "partition" => Ok(Family::Partition),
+            "kill" => Ok(Family::Kill),
+            "pause" => Ok(Family::Pause),
+            "clock" if std::path::Path::new(crate::cluster::node::LIBFAKETIME).exists() => {
+                Ok(Family::Clock)
+            }
+            "clock" => bail!(
+                "nemesis clock needs {} (apt-get install faketime)",
+                crate::cluster::node::LIBFAKETIME
+            ),
+            "lose-unsynced" | "bitflip" => {
+                bail!("nemesis {name} is not built yet (see docs/JEPSEN.md)")
+            }
+            other => bail!("unknown nemesis {other}: expected partition, kill, pause or clock"),
+        }
+    }
+}
+
+/// Which node a fault aims at, when it aims.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    Controller,
+    /// The leader of the partition [`Nemesis::aim_at_partition`] named.
+    Leader,
+}
+
+/// One concrete fault, chosen by [`Nemesis::choose`].
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// The nodes of `isolated` drop packets from every other node, and those from them (the
+    /// isolated nodes still reach each other).
+    Isolate {
+        name: String,
+        isolated: Vec<NodeId>,
+    },
+    /// `deaf` drops packets from `from` (but `from` still hears `deaf`).
+    OneWay {
+        deaf: NodeId,
+        from: NodeId,
+    },
+    Kill {
+        name: String,
+        nodes: Vec<NodeId>,
+    },
+    Pause {
+        name: String,
+        nodes: Vec<NodeId>,
+    },
+    /// Each listed node's wall clock moves by its offset (seconds).
+    Clock {
+        name: String,
+        offsets: Vec<(NodeId, i64)>,
+    },
+}
+
+impl Fault {
+    pub fn name(&self) -> String {
+        match self {
+            Fault::Isolate { name, .. } | Fault::Kill { name, .. } | Fault::Pause { name, .. } => {
+                name.clone()
+            }
+            Fault::OneWay { .. } => "partition-one-way".to_owned(),
+            Fault::Clock { name, offsets } => {
+                let offsets: Vec<String> = offsets
+                    .iter()
+                    .map(|(node, seconds)| format!("n{node}{seconds:+}s"))
+                    .collect();
+                format!("{name} {}", offsets.join(" "))
+            }
+        }
+    }
+
+    pub fn nodes(&self) -> Vec<NodeId> {
+        match self {
+            Fault::Isolate { isolated, .. } => isolated.clone(),
+            Fault::OneWay { deaf, from } => vec![*deaf, *from],
+            Fault::Kill { nodes, .. } | Fault::Pause { nodes, .. } => nodes.clone(),
+            Fault::Clock { offsets, .. } => offsets.iter().map(|(node, _)| *node).collect(),
+        }
+    }
+}
+
+pub struct Nemesis {
+    families: Vec<Family>,
+    random: Random,
+    /// The topic and partition whose leader `Target::Leader` aims at.
+    topic: String,
+    leader_partition: u32,
+}
+
+impl Nemesis {
+    pub fn new(families: Vec<Family>, seed: u64, topic: &str) -> Nemesis {
+        Nemesis {
+            families,
+            random: Random::new(seed),
+            topic: topic.to_owned(),
+            leader_partition: 0,
+        }
+    }
+
+    /// Aims the leader faults at `partition`'s leader from now on (the workload moves on to
+    /// new keys, and a fault on the leader of a retired key tests little).
+    pub fn aim_at_partition(&mut self, partition: u32) {
+        self.leader_partition = partition;
+    }
+
+    /// Picks the next fault: a family at random, then a variant, then its target node(s).
+    pub fn choose(&mut self, cluster: &Cluster) -> anyhow::Result<Fault> {
+        let family = self.families[self.random.below(self.families.len() as u64) as usize];
+        let ids = cluster.ids();
+        Ok(match family {
+            Family::Partition if self.random.below(5) == 0 => {
+                let deaf = self.pick(&ids);
+                let others: Vec<NodeId> = ids.iter().copied().filter(|n| *n != deaf).collect();
+                Fault::OneWay {
+                    deaf,
+                    from: self.pick(&others),
+                }
+            }
+            Family::Partition => {
+                let (variant, isolated) = self.choose_nodes(cluster, false);
+                Fault::Isolate {
+                    name: format!("partition-isolate-{variant}"),
+                    isolated,
+                }
+            }
+            Family::Kill => {
+                let (variant, nodes) = self.choose_nodes(cluster, true);
+                Fault::Kill {
+                    name: format!("kill-{variant}"),
+                    nodes,
+                }
+            }
+            Family::Pause => {
+                let (variant, nodes) = self.choose_nodes(cluster, false);
+                Fault::Pause {
+                    name: format!("pause-{variant}"),
+                    nodes,
+                }
+            }
+            Family::Clock => self.choose_clock(&ids),
+        })
+    }
+
+    /// The nodes a fault hits and the variant's name: one random node, the controller, the
+    /// leader of the aimed-at partition, a random minority, or (if `all_allowed`) every node.
+    fn choose_nodes(
+        &mut self,
+        cluster: &Cluster,
+        all_allowed: bool,
+    ) -> (&'static str, Vec<NodeId>) {
+        let ids = cluster.ids();
+        let variants = if all_allowed { 5 } else { 4 };
+        match self.random.below(variants) {
+            0 => ("one", vec![self.pick(&ids)]),
+            1 => (
+                "controller",
+                vec![self.resolve(Target::Controller, cluster)],
+            ),
+            2 => ("leader", vec![self.resolve(Target::Leader, cluster)]),
+            3 => ("minority", self.minority(&ids)),
+            _ => ("all", ids),
+        }
+    }
+
+    /// A random minority: (n - 1) / 2 distinct nodes (one of 3, two of 5).
+    fn minority(&mut self, ids: &[NodeId]) -> Vec<NodeId> {
+        let mut left = ids.to_vec();
+        let mut chosen = Vec::new();
+        while chosen.len() < (ids.len() - 1) / 2 {
+            chosen.push(left.remove(self.random.below(left.len() as u64) as usize));
+        }
+        chosen.sort();
+        chosen
+    }
+
+    fn choose_clock(&mut self, ids: &[NodeId]) -> Fault {
+        let nodes = if self.random.below(2) == 0 {
+            vec![self.pick(ids)]
+        } else {
+            ids.to_vec()
+        };
+        let name = if nodes.len() == 1 {
+            "clock-bump-one"
+        } else {
+            "clock-skew-all"
+        };
+        let offsets = nodes
+            .into_iter()
+            .map(|node| (node, self.clock_offset_seconds()))
+            .collect();
+        Fault::Clock {
+            name: name.to_owned(),
+            offsets,
+        }
+    }
+
+    /// A clock offset of 1..=300 seconds, either way.
+    fn clock_offset_seconds(&mut self) -> i64 {
+        let magnitude = 1 + self.random.below(CLOCK_OFFSET_SECONDS_MAX) as i64;
+        if self.random.below(2) == 0 {
+            magnitude
+        } else {
+            -magnitude
+        }
+    }
+
+    fn pick(&mut self, ids: &[NodeId]) -> NodeId {
+        ids[self.random.below(ids.len() as u64) as usize]
+    }
+
+    /// The node a target means now; falls back to a random node when the cluster cannot say
+    /// (no controller elected, no leader known) — that fault is still worth injecting.
+    fn resolve(&mut self, target: Target, cluster: &Cluster) -> NodeId {
+        let found = match target {
+            Target::Controller => cluster.controller().ok(),
+            Target::Leader => cluster
+                .partition_leader(&self.topic, self.leader_partition)
+                .ok(),
+        };
+        found.unwrap_or_else(|| self.pick(&cluster.ids()))
+    }
+}
+
+/// Injects `fault` into `cluster`.
+pub fn inject(fault: &Fault, cluster: &mut Cluster) -> anyhow::Result<()> {
+    match fault {
+        Fault::Isolate { isolated, .. } => {
+            cluster.partitioned = true;
+            for inside in isolated {
+                for outside in cluster.ids().into_iter().filter(|n| !isolated.contains(n)) {
+                    network::drop_from(*inside, outside)?;
+                    network::drop_from(outside, *inside)?;
+                }
+            }
+        }
+        Fault::OneWay { deaf, from } => {
+            cluster.partitioned = true;
+            network::drop_from(*deaf, *from)?;
+        }
+        Fault::Kill { nodes, .. } => {
+            for node in nodes {
+                cluster.node_mut(*node).kill()?;
+            }
+        }
+        Fault::Pause { nodes, .. } => {
+            for node in nodes {
+                cluster.node_mut(*node).pause(true)?;
+            }
+        }
+        Fault::Clock { offsets, .. } => {
+            for (node, seconds) in offsets {
+                cluster.node_mut(*node).set_clock_offset(*seconds)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Undoes every fault: removes all partition rules, resets clocks, resumes paused nodes,
+/// restarts stopped ones and waits until each listens. Every step runs even when an earlier
+/// one failed (a node must come back even if iptables is broken); the first error is returned.
+pub fn heal(cluster: &mut Cluster) -> anyhow::Result<()> {
+    let mut errors: Vec<anyhow::Error> = Vec::new();
+    let partitioned = std::mem::take(&mut cluster.partitioned);
+    for id in cluster.ids() {
+        if partitioned {
+            if let Err(error) = network::heal(id) {
+                errors.push(error);
+            }
+        }
+        let node = cluster.node_mut(id);
+        if node.has_faketime() {
+            if let Err(error) = node.set_clock_offset(0) {
+                errors.push(error);
+            }
+        }
+        if node.is_paused() {
+            if let Err(error) = node.pause(false) {
+                errors.push(error);
+            }
+        }
+    }
+    if let Err(error) = cluster.start_stopped() {
+        errors.push(error.context("restart nodes"));
+    }
+    match errors.into_iter().next() {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
+}
