@@ -13,7 +13,9 @@ machine's disk) driven by confluent-kafka (librdkafka), in one run:
 * broker CPU seconds per phase (all three nodes, from /proc).
 
 Prints Markdown tables for docs/BENCHMARKS.md. KARST_BENCH_RECORDS sets the throughput
-phase's record count (default 300,000).
+phase's record count (default 300,000). KARST_BENCH_IDEMPOTENCE=1 runs only issue 8's rows
+instead: 200-byte records to the RF=3 topic with idempotence off and on, alternately.
+KARST_BENCH_FAILOVER_ONLY=1 runs only the failover rounds (with KARST_BENCH_SESSION_MS).
 """
 
 from __future__ import annotations
@@ -35,9 +37,11 @@ PARTITIONS = 6
 RECORDS = int(os.environ.get("KARST_BENCH_RECORDS", "300000"))
 PACED_SECONDS = 10
 FAILOVERS = 10
+# KARST_BENCH_SESSION_MS lowers or raises the broker session (heartbeats at a tenth of it).
+SESSION_MS = int(os.environ.get("KARST_BENCH_SESSION_MS", "2000"))
 SETTINGS = {
-    "broker.heartbeat.interval.ms": 200,
-    "broker.session.timeout.ms": 2000,
+    "broker.heartbeat.interval.ms": max(SESSION_MS // 10, 50),
+    "broker.session.timeout.ms": SESSION_MS,
     "replica.lag.time.max.ms": 10000,
     "log.dir.min.free.bytes": 0,
 }
@@ -81,14 +85,15 @@ def create(cluster: Cluster, name: str, replication_factor: int) -> None:
                timeout_s=30, what=f"{name} visible")
 
 
-def throughput(cluster: Cluster, topic: str) -> dict:
-    client = producer(cluster)
-    payload = os.urandom(RECORD_BYTES)
+def throughput(cluster: Cluster, topic: str, record_bytes: int = RECORD_BYTES, records: int = RECORDS,
+               **overrides) -> dict:
+    client = producer(cluster, **overrides)
+    payload = os.urandom(record_bytes)
     errors = []
     pids = [node.pid for node in cluster.alive_nodes]
     cpu_before = cpu_seconds(pids)
     started = time.perf_counter()
-    for _ in range(RECORDS):
+    for _ in range(records):
         while True:
             try:
                 client.produce(topic, payload, on_delivery=lambda e, m: e and errors.append(e))
@@ -99,9 +104,9 @@ def throughput(cluster: Cluster, topic: str) -> dict:
     elapsed = time.perf_counter() - started
     assert not errors, errors[:3]
     return {
-        "records_per_second": RECORDS / elapsed,
-        "mb_per_second": RECORDS * RECORD_BYTES / elapsed / 1e6,
-        "broker_cpu_seconds_per_gb": (cpu_seconds(pids) - cpu_before) / (RECORDS * RECORD_BYTES / 1e9),
+        "records_per_second": records / elapsed,
+        "mb_per_second": records * record_bytes / elapsed / 1e6,
+        "broker_cpu_seconds_per_gb": (cpu_seconds(pids) - cpu_before) / (records * record_bytes / 1e9),
     }
 
 
@@ -177,6 +182,19 @@ def failover_seconds(cluster: Cluster, topic: str) -> float:
     return first_ack[0] - killed_at
 
 
+def idempotence_rows(cluster: Cluster) -> None:
+    """Issue 8's benchmark on the cluster: 200-byte records, acks=all, RF=3, idempotence off
+    and on alternately (twice each), the same client and settings otherwise."""
+    print("\n| idempotence | round | records/s | broker CPU s per GB (3 nodes) |")
+    print("|---|---|---|---|")
+    for round_number in (1, 2):
+        for enabled in (False, True):
+            figures = throughput(cluster, "rf3", record_bytes=200, records=RECORDS,
+                                 **{"enable.idempotence": enabled})
+            print(f"| {'on' if enabled else 'off'} | {round_number} | {figures['records_per_second']:,.0f} | "
+                  f"{figures['broker_cpu_seconds_per_gb']:.2f} |", flush=True)
+
+
 def main() -> None:
     binary = Path(os.environ.get("KARST_BIN", Path(__file__).resolve().parent.parent / "target/release/karst"))
     with tempfile.TemporaryDirectory(dir=os.environ.get("KARST_BENCH_DIR")) as base:
@@ -187,6 +205,14 @@ def main() -> None:
             cluster.wait_for_leader()
             create(cluster, "rf3", 3)
             create(cluster, "rf1", 1)
+            if os.environ.get("KARST_BENCH_IDEMPOTENCE"):
+                idempotence_rows(cluster)
+                return
+            if os.environ.get("KARST_BENCH_FAILOVER_ONLY"):
+                failovers = [failover_seconds(cluster, "rf3") for _ in range(FAILOVERS)]
+                print(f"\nFailover, broker.session.timeout.ms={SESSION_MS}, {FAILOVERS} runs: median "
+                      f"{statistics.median(failovers):.2f} s, min {min(failovers):.2f} s, max {max(failovers):.2f} s")
+                return
             print(f"\n{RECORDS} records of {RECORD_BYTES} B, acks=all, {PARTITIONS} partitions, 3 nodes, fsync before ack\n")
             print("| topic | records/s | MB/s | broker CPU s per GB (3 nodes) |")
             print("|---|---|---|---|")

@@ -23,6 +23,12 @@ pub fn write(path: &Path, entries: &HashMap<TopicPartition, Offset>) -> io::Resu
             partition.topic, partition.partition, offset.0
         ));
     }
+    write_atomically(path, &text)
+}
+
+/// Replaces `path` with `text` so that a crash leaves either the old or the new file: a
+/// temporary file written and synced, renamed over it, and the directory synced.
+pub fn write_atomically(path: &Path, text: &str) -> io::Result<()> {
     let temporary = path.with_extension("tmp");
     let mut file = fs::File::create(&temporary)?;
     file.write_all(text.as_bytes())?;

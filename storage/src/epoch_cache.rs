@@ -12,10 +12,9 @@
 //! drops entries at or past its end.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::io::sync_directory;
 use crate::types::{LeaderEpoch, Offset};
 
 pub const EPOCH_CHECKPOINT_FILE: &str = "leader-epoch-checkpoint";
@@ -118,12 +117,7 @@ impl EpochCache {
         for (epoch, start) in &self.entries {
             text.push_str(&format!("{} {}\n", epoch.0, start.0));
         }
-        let temporary = self.path.with_extension("tmp");
-        let mut file = fs::File::create(&temporary)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        fs::rename(&temporary, &self.path)?;
-        sync_directory(self.path.parent().unwrap_or(Path::new(".")))
+        crate::checkpoint::write_atomically(&self.path, &text)
     }
 }
 

@@ -205,6 +205,45 @@ def check_every_ack_at_its_offset(cluster: Cluster, topic: str, acked: dict, par
     return len(at), duplicates
 
 
+def produce_while_killing_the_leader(cluster: Cluster, topic: str, producer: "AckedProducer", total: int) -> int:
+    """Produces `total` values `{topic}-{i:07d}` (paced, so they span the failovers) from a
+    background thread while this thread SIGKILLs and restarts partition 0's leader
+    LEADER_KILLS_MIN times, each time once a further share of the records was sent. Nodes are
+    killed and restarted from this thread only: each node dies with the thread that started
+    it (die_with_parent). Returns the number of kills."""
+    sent = 0
+    done = threading.Event()
+
+    def produce_all():
+        nonlocal sent
+        for i in range(total):
+            producer.produce(topic, f"{topic}-{i:07d}".encode())
+            sent = i + 1
+            if i % 1000 == 0:
+                producer.poll()
+                time.sleep(0.15)
+        done.set()
+
+    thread = threading.Thread(target=produce_all, daemon=True)
+    thread.start()
+    kills = 0
+    while kills < LEADER_KILLS_MIN:
+        wait_until(lambda: sent > (kills + 1) * total // (LEADER_KILLS_MIN + 2), timeout_s=120,
+                   what="records flowing before the next kill")
+        leader = wait_until(lambda: leader_of(cluster, topic, 0), timeout_s=60, what="a leader to kill")
+        node = cluster.nodes[leader]
+        node.kill()
+        kills += 1
+        wait_until(lambda: leader_of(cluster, topic, 0) not in (None, leader), timeout_s=60,
+                   what="a new leader after the kill")
+        node.restart()
+        wait_isr(cluster, topic, 0, [1, 2, 3], timeout_s=60)
+    assert done.wait(timeout=300), f"only {sent} records sent"
+    thread.join(timeout=10)
+    producer.flush(300)
+    return kills
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -280,40 +319,8 @@ def test_200000_records_survive_10_sigkills_of_the_leader_with_no_acknowledged_l
     create_replicated_topic(cluster, "failover")
     producer = AckedProducer(cluster)
     total = 200_000
-    sent = 0
-    done = threading.Event()
-
-    def produce_all():
-        # Paced so that the 200,000 records span the ten failovers.
-        nonlocal sent
-        for i in range(total):
-            producer.produce("failover", f"failover-{i:07d}".encode())
-            sent = i + 1
-            if i % 1000 == 0:
-                producer.poll()
-                time.sleep(0.15)
-        done.set()
-
-    # Nodes are started and killed from this thread only: each node dies with the thread
-    # that started it (die_with_parent).
-    thread = threading.Thread(target=produce_all, daemon=True)
     started = time.monotonic()
-    thread.start()
-    kills = 0
-    while kills < LEADER_KILLS_MIN:
-        wait_until(lambda: sent > (kills + 1) * total // (LEADER_KILLS_MIN + 2), timeout_s=120,
-                   what="records flowing before the next kill")
-        leader = wait_until(lambda: leader_of(cluster, "failover", 0), timeout_s=60, what="a leader to kill")
-        node = cluster.nodes[leader]
-        node.kill()
-        kills += 1
-        wait_until(lambda: leader_of(cluster, "failover", 0) not in (None, leader), timeout_s=60,
-                   what="a new leader after the kill")
-        node.restart()
-        wait_isr(cluster, "failover", 0, [1, 2, 3], timeout_s=60)
-    assert done.wait(timeout=300), f"only {sent} records sent"
-    thread.join(timeout=10)
-    producer.flush(300)
+    kills = produce_while_killing_the_leader(cluster, "failover", producer, total)
     assert not producer.failed, (f"{len(producer.failed)} failed deliveries, first: {producer.failed[:3]}; "
                                  f"replicas: {describe_replicas(cluster, 'failover', 0)}")
     assert len(producer.acked) == total
@@ -487,37 +494,8 @@ def test_an_idempotent_producer_writes_200000_records_exactly_once_across_10_lea
     create_replicated_topic(cluster, "exactly-once")
     producer = AckedProducer(cluster, **{"enable.idempotence": True})
     total = 200_000
-    sent = 0
-    done = threading.Event()
-
-    def produce_all():
-        nonlocal sent
-        for i in range(total):
-            producer.produce("exactly-once", f"exactly-once-{i:07d}".encode())
-            sent = i + 1
-            if i % 1000 == 0:
-                producer.poll()
-                time.sleep(0.15)
-        done.set()
-
-    thread = threading.Thread(target=produce_all, daemon=True)
     started = time.monotonic()
-    thread.start()
-    kills = 0
-    while kills < LEADER_KILLS_MIN:
-        wait_until(lambda: sent > (kills + 1) * total // (LEADER_KILLS_MIN + 2), timeout_s=120,
-                   what="records flowing before the next kill")
-        leader = wait_until(lambda: leader_of(cluster, "exactly-once", 0), timeout_s=60, what="a leader to kill")
-        node = cluster.nodes[leader]
-        node.kill()
-        kills += 1
-        wait_until(lambda: leader_of(cluster, "exactly-once", 0) not in (None, leader), timeout_s=60,
-                   what="a new leader after the kill")
-        node.restart()
-        wait_isr(cluster, "exactly-once", 0, [1, 2, 3], timeout_s=60)
-    assert done.wait(timeout=300), f"only {sent} records sent"
-    thread.join(timeout=10)
-    producer.flush(300)
+    kills = produce_while_killing_the_leader(cluster, "exactly-once", producer, total)
     assert not producer.failed, f"{len(producer.failed)} failed deliveries, first: {producer.failed[:3]}"
     end = wait_replicas_converged(cluster, "exactly-once", 0)
     records = consume_partitions(cluster.alive_nodes[0], "exactly-once", {0: end}, timeout_s=120,
@@ -530,3 +508,52 @@ def test_an_idempotent_producer_writes_200000_records_exactly_once_across_10_lea
     assert values == expected, "records are not in send order"
     report(capsys, f"idempotent: {total} records, {kills} leader SIGKILLs in {time.monotonic() - started:.1f} s: "
                    f"0 duplicates, 0 lost, send order kept")
+
+
+def test_producer_state_survives_the_leaders_sigkill_and_a_whole_cluster_restart(brokers):
+    """Issue 8 on RF=3: a replayed batch (same producer id, epoch, sequence) is recognised by
+    the new leader after the old one's SIGKILL (followers keep producer state from the batches
+    they replicate), and again after every node was SIGKILLed and restarted."""
+    from karst import ERROR_NONE, ERROR_OUT_OF_ORDER_SEQUENCE_NUMBER, init_producer_id_v1
+    from test_idempotence import produce_idempotent
+
+    cluster = start_cluster(brokers)
+    create_replicated_topic(cluster, "replayed")
+    batches = 40
+    leader = cluster.nodes[leader_of(cluster, "replayed", 0)]
+    with RawConnection(leader) as connection:
+        _, producer_id, epoch = wait_until(lambda: (answer := init_producer_id_v1(connection, 1))[0] == 0 and answer,
+                                           timeout_s=30, what="a producer id")
+        for index in range(batches):
+            values = [f"r{index}-{n}".encode() for n in range(2)]
+            response = produce_idempotent(connection, 2 + index, "replayed", producer_id, epoch, 2 * index, values)
+            assert (response.error_code, response.base_offset) == (ERROR_NONE, 2 * index), response
+
+    def replay_last_five(correlation_base: int) -> None:
+        node = cluster.nodes[wait_until(lambda: leader_of(cluster, "replayed", 0), timeout_s=60, what="a leader")]
+        with RawConnection(node) as connection:
+            for index in range(batches - 5, batches):
+                values = [f"r{index}-{n}".encode() for n in range(2)]
+                replay = produce_idempotent(connection, correlation_base + index, "replayed", producer_id, epoch,
+                                            2 * index, values)
+                assert (replay.error_code, replay.base_offset) == (ERROR_NONE, 2 * index), (node.node_id, replay)
+            gap = produce_idempotent(connection, correlation_base + 99, "replayed", producer_id, epoch,
+                                     2 * batches + 1, [b"gap"])
+            assert gap.error_code == ERROR_OUT_OF_ORDER_SEQUENCE_NUMBER, gap
+
+    # The leader dies: a follower leads, and knows the producer.
+    leader.kill()
+    wait_until(lambda: leader_of(cluster, "replayed", 0) not in (None, leader.node_id), timeout_s=60,
+               what="a new leader")
+    replay_last_five(100)
+    leader.restart()
+    wait_isr(cluster, "replayed", 0, [1, 2, 3], timeout_s=60)
+
+    # Every node dies at once and comes back.
+    cluster.kill_all()
+    for node in cluster.nodes.values():
+        node.start(wait=False)
+    for node in cluster.nodes.values():
+        node.wait_ready()
+    replay_last_five(200)
+    assert wait_replicas_converged(cluster, "replayed", 0) == 2 * batches, "a replay was stored again"
