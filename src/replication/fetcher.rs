@@ -32,6 +32,13 @@ use super::partition::Partition;
 use crate::broker::SharedBroker;
 use crate::client::connection::{Connection, ConnectionOptions};
 
+/// A leader and its followers learn a new leader epoch from the same metadata a moment apart;
+/// a fetch or OffsetForLeaderEpoch refused for that reason (NOT_LEADER_OR_FOLLOWER,
+/// FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH, or a truncation still pending) is retried after
+/// this, on the same connection, rather than after `replica.fetch.backoff.ms`: that backoff
+/// would add up to a second to every failover.
+const EPOCH_RACE_RETRY: Duration = Duration::from_millis(50);
+
 /// Fetch versions followers use: by topic name (v13+ would need topic ids end to end).
 const FOLLOWER_FETCH_VERSIONS: VersionRange = VersionRange { min: 4, max: 12 };
 
@@ -141,7 +148,9 @@ async fn fetch_round(
         })
         .collect();
     if ready.is_empty() {
-        return Err("no partition is ready to fetch yet".to_owned());
+        // Truncation is pending: the new leader had not taken its epoch yet.
+        tokio::time::sleep(EPOCH_RACE_RETRY).await;
+        return Ok(());
     }
     let options = &broker.config.replication;
     let mut topics: Vec<FetchTopic> = Vec::new();
@@ -189,6 +198,7 @@ async fn fetch_round(
     // fsync per partition.
     let mut appends = Vec::new();
     let mut failed = false;
+    let mut epoch_race = false;
     for topic in response.responses {
         for data in topic.partitions {
             let Some((partition, epoch, end)) = ready.iter().find(|(p, _, _)| {
@@ -206,6 +216,15 @@ async fn fetch_round(
                 None => {}
                 Some(ResponseError::OffsetOutOfRange) => {
                     handle_out_of_range(broker, partition, data.log_start_offset);
+                    continue;
+                }
+                Some(
+                    error @ (ResponseError::NotLeaderOrFollower
+                    | ResponseError::FencedLeaderEpoch
+                    | ResponseError::UnknownLeaderEpoch),
+                ) => {
+                    tracing::debug!(partition = %partition.topic_partition, ?error, "leader and follower disagree on the epoch; retrying soon");
+                    epoch_race = true;
                     continue;
                 }
                 Some(error) => {
@@ -249,6 +268,9 @@ async fn fetch_round(
     }
     if failed {
         return Err("some partitions failed; backing off".to_owned());
+    }
+    if epoch_race {
+        tokio::time::sleep(EPOCH_RACE_RETRY).await;
     }
     Ok(())
 }
