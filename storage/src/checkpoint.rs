@@ -39,27 +39,11 @@ pub fn write_atomically(path: &Path, text: &str) -> io::Result<()> {
 
 /// Reads a checkpoint; a missing file is empty. A malformed file is an error naming the line.
 pub fn read(path: &Path) -> io::Result<HashMap<TopicPartition, Offset>> {
-    let text = match fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(HashMap::new()),
-        Err(error) => return Err(error),
-    };
-    let malformed = |what: &str| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{}: {what}", path.display()),
-        )
-    };
-    let mut lines = text.lines();
-    if lines.next() != Some(VERSION) {
-        return Err(malformed("unknown version"));
-    }
-    let count: usize = lines
-        .next()
-        .and_then(|l| l.trim().parse().ok())
-        .ok_or_else(|| malformed("bad entry count"))?;
+    let lines = read_entry_lines(path)?;
+    let count = lines.len();
+    let malformed = |what: &str| malformed(path, what);
     let mut entries = HashMap::with_capacity(count);
-    for line in lines.take(count) {
+    for line in &lines {
         let mut fields = line.split(' ');
         let (Some(topic), Some(partition), Some(offset), None) =
             (fields.next(), fields.next(), fields.next(), fields.next())
@@ -75,9 +59,41 @@ pub fn read(path: &Path) -> io::Result<HashMap<TopicPartition, Offset>> {
         entries.insert(TopicPartition::new(topic, partition), Offset(offset));
     }
     if entries.len() != count {
-        return Err(malformed("fewer entries than announced"));
+        return Err(malformed("a partition is listed twice"));
     }
     Ok(entries)
+}
+
+/// The entry lines of a file in the checkpoint text format (a version line `0`, a count
+/// line, then that many entries), shared by the offset checkpoints and the leader-epoch
+/// checkpoint. A missing file has no entries; fewer lines than announced is an error.
+pub(crate) fn read_entry_lines(path: &Path) -> io::Result<Vec<String>> {
+    let text = match fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(error),
+    };
+    let mut lines = text.lines();
+    if lines.next() != Some(VERSION) {
+        return Err(malformed(path, "unknown version"));
+    }
+    let count: usize = lines
+        .next()
+        .and_then(|line| line.trim().parse().ok())
+        .ok_or_else(|| malformed(path, "bad entry count"))?;
+    let entries: Vec<String> = lines.take(count).map(str::to_owned).collect();
+    if entries.len() != count {
+        return Err(malformed(path, "fewer entries than announced"));
+    }
+    Ok(entries)
+}
+
+/// A checkpoint file that cannot be what was written: an error naming the file and what.
+pub(crate) fn malformed(path: &Path, what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("{}: {what}", path.display()),
+    )
 }
 
 #[cfg(test)]

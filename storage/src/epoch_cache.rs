@@ -11,7 +11,6 @@
 //! The file may name epochs whose first batch never reached the disk; opening the log
 //! drops entries at or past its end.
 
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -122,27 +121,10 @@ impl EpochCache {
 }
 
 fn read(path: &Path) -> io::Result<Vec<(LeaderEpoch, Offset)>> {
-    let text = match fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(error) => return Err(error),
-    };
-    let malformed = |what: &str| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{}: {what}", path.display()),
-        )
-    };
-    let mut lines = text.lines();
-    if lines.next() != Some(VERSION) {
-        return Err(malformed("unknown version"));
-    }
-    let count: usize = lines
-        .next()
-        .and_then(|line| line.trim().parse().ok())
-        .ok_or_else(|| malformed("bad entry count"))?;
-    let mut entries: Vec<(LeaderEpoch, Offset)> = Vec::with_capacity(count.min(1024));
-    for line in lines.take(count) {
+    let lines = crate::checkpoint::read_entry_lines(path)?;
+    let malformed = |what: &str| crate::checkpoint::malformed(path, what);
+    let mut entries: Vec<(LeaderEpoch, Offset)> = Vec::with_capacity(lines.len());
+    for line in &lines {
         let mut fields = line.split(' ');
         let (Some(epoch), Some(start), None) = (fields.next(), fields.next(), fields.next()) else {
             return Err(malformed(&format!("bad line {line:?}")));
