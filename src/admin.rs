@@ -252,7 +252,7 @@ pub fn health_view(broker: &Broker) -> (bool, Value) {
     let registration = image.broker(broker.config.node_id);
     let registered = epoch >= 0 && registration.is_some();
     let fenced = registration.is_none_or(|r| r.fenced);
-    let caught_up = registration.is_some_and(|r| r.broker_epoch == epoch);
+    let caught_up = broker.holds_own_registration(&image);
     let outside_isr = broker
         .replicas
         .partitions()

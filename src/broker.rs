@@ -41,6 +41,17 @@ pub struct LiveBroker {
 }
 
 impl Broker {
+    /// The image records this process's registration (its broker epoch): it is at least as
+    /// new as the moment this node joined, so replicas may act on it and /health calls the
+    /// node caught up.
+    pub fn holds_own_registration(&self, image: &crate::metadata::MetadataImage) -> bool {
+        let epoch = self.broker_epoch.load(std::sync::atomic::Ordering::SeqCst);
+        epoch >= 0
+            && image
+                .broker(self.config.node_id)
+                .is_some_and(|registration| registration.broker_epoch == epoch)
+    }
+
     pub fn cluster_id(&self) -> String {
         self.metadata.image().cluster_id.clone()
     }

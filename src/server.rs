@@ -278,7 +278,7 @@ async fn wait_for_registration(
         // Registered, and the replicas act on metadata that holds the registration: only
         // then does the Kafka port open, so no client meets a replica without its role.
         let registered =
-            holds_own_registration(broker, &broker.metadata.image()) && broker.replicas.applied();
+            broker.holds_own_registration(&broker.metadata.image()) && broker.replicas.applied();
         if registered || lifecycle.is_finished() {
             return;
         }
@@ -321,7 +321,7 @@ async fn follow_images(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>)
         let fresh = applied
             .as_ref()
             .is_none_or(|last| !Arc::ptr_eq(last, &image));
-        if fresh && holds_own_registration(&broker, &image) {
+        if fresh && broker.holds_own_registration(&image) {
             applied = Some(Arc::clone(&image));
             let applier = Arc::clone(&broker);
             let outcome = tokio::task::spawn_blocking(move || {
@@ -339,18 +339,6 @@ async fn follow_images(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>)
         let leaders = broker.replicas.followed_leaders();
         broker.fetchers.reconcile(&broker, &leaders, &shutdown);
     }
-}
-
-/// The image records this process's registration (its broker epoch): it is at least as new
-/// as the moment this node joined.
-fn holds_own_registration(broker: &Broker, image: &crate::metadata::MetadataImage) -> bool {
-    let epoch = broker
-        .broker_epoch
-        .load(std::sync::atomic::Ordering::SeqCst);
-    epoch >= 0
-        && image
-            .broker(broker.config.node_id)
-            .is_some_and(|registration| registration.broker_epoch == epoch)
 }
 
 /// Replication gauges for Prometheus: under-replicated and offline partitions led here,
