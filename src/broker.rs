@@ -7,6 +7,7 @@ use karst_raft::MetadataQuorum;
 
 use crate::config::BrokerConfig;
 use crate::controller::ControllerState;
+use crate::coordinator::group::GroupCoordinator;
 use crate::coordinator::producer_ids::ProducerIdManager;
 use crate::fetch_session::FetchSessionCache;
 use crate::metadata::MetadataView;
@@ -23,6 +24,8 @@ pub struct Broker {
     pub controller: ControllerState,
     /// Producer ids this broker hands out (InitProducerId).
     pub producer_ids: ProducerIdManager,
+    /// Consumer groups coordinated here (the leader's share of `__consumer_offsets`).
+    pub groups: GroupCoordinator,
     /// This broker's epoch from its registration; -1 until registered.
     pub broker_epoch: AtomicI64,
     /// `directory.id` of the data directory (`meta.properties`).

@@ -95,7 +95,9 @@ async fn serve(config: BrokerConfig, source: String) -> anyhow::Result<()> {
                 config.admin_listener
             )
         })?;
+    let group_options = crate::config::groups::GroupOptions::from_broker(&config)?;
     let broker = Arc::new(Broker {
+        groups: crate::coordinator::group::GroupCoordinator::new(group_options),
         fetch_sessions: FetchSessionCache::new(config.fetch_session_slots),
         config,
         metadata: MetadataView::new(Arc::clone(&quorum)),
@@ -125,6 +127,10 @@ async fn serve(config: BrokerConfig, source: String) -> anyhow::Result<()> {
     metrics::counter!("kafka_server_replicamanager_isrshrinks_total").increment(0);
     metrics::counter!("kafka_server_replicamanager_isrexpands_total").increment(0);
     let isr_checks = tokio::spawn(crate::replication::isr::run_shrink_checks(
+        Arc::clone(&broker),
+        shutdown.clone(),
+    ));
+    let group_duties = tokio::spawn(crate::coordinator::group::run(
         Arc::clone(&broker),
         shutdown.clone(),
     ));
@@ -201,6 +207,7 @@ async fn serve(config: BrokerConfig, source: String) -> anyhow::Result<()> {
     let _ = maintenance.await;
     let _ = images.await;
     let _ = isr_checks.await;
+    let _ = group_duties.await;
     if let Err(error) = broker.replicas.checkpoint_high_watermarks() {
         tracing::error!(%error, "writing the high watermark checkpoint at shutdown failed");
     }

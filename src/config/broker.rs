@@ -48,6 +48,17 @@ pub const BROKER_KEYS: &[KeyDef] = keys![
     "default.replication.factor", Int, "1", "Default replication factor of new topics.";
     "auto.create.topics.enable", Boolean, "true", "Create unknown topics on Metadata requests.";
     "delete.topic.enable", Boolean, "true", "Allow DeleteTopics.";
+    "offsets.topic.num.partitions", Int, "50", "Partitions of __consumer_offsets, fixed when it is created on first use.";
+    "offsets.topic.replication.factor", Int, "3", "Replication factor of __consumer_offsets; capped by the live brokers when it is created (with a warning), as Kafka does.";
+    "offsets.topic.segment.bytes", Int, "104857600", "segment.bytes of __consumer_offsets.";
+    "offsets.commit.timeout.ms", Int, "5000", "How long an offset commit or group write waits to be replicated to the ISR of its __consumer_offsets partition.";
+    "offsets.retention.minutes", Int, "10080", "Committed offsets of a group without members are deleted this long after it became empty (or, for groups never managed by the coordinator, after the commit).";
+    "offsets.retention.check.interval.ms", Long, "600000", "How often expired offsets are looked for.";
+    "offset.metadata.max.bytes", Int, "4096", "Longest metadata string of an offset commit.";
+    "group.initial.rebalance.delay.ms", Int, "3000", "How long the first rebalance of an empty group waits for more members to join (extended per joining member, up to the rebalance timeout).";
+    "group.min.session.timeout.ms", Int, "6000", "Shortest session timeout a group member may ask for.";
+    "group.max.session.timeout.ms", Int, "1800000", "Longest session timeout a group member may ask for.";
+    "group.max.size", Int, "2147483647", "Most members in one group.";
     "min.insync.replicas", Int, "1", "Default min.insync.replicas of topics.";
     "log.segment.bytes", Int, "1073741824", "Default segment.bytes.";
     "log.roll.ms", Long, "604800000", "Default segment.ms.";

@@ -6,6 +6,7 @@
 //! so an unknown key or a value of the wrong type is an error naming the key.
 
 pub mod broker;
+pub mod groups;
 pub mod topic;
 
 pub use broker::BrokerConfig;

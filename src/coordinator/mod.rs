@@ -3,7 +3,9 @@
 //! | module | owns |
 //! |---|---|
 //! | [`producer_ids`] | producer ids for InitProducerId, from blocks the controller allocates |
+//! | [`group`] | consumer groups (classic protocol) and committed offsets in `__consumer_offsets` |
 //!
-//! The group and transaction coordinators will live here too (`group/`, `txn/`).
+//! The transaction coordinator will live here too (`txn/`).
 
+pub mod group;
 pub mod producer_ids;

@@ -24,21 +24,32 @@ pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
+pub mod describe_groups;
 pub mod describe_log_dirs;
 pub mod describe_producers;
 pub mod describe_quorum;
 pub mod elect_leaders;
 pub mod fetch;
+pub mod find_coordinator;
+pub mod heartbeat;
 pub mod incremental_alter_configs;
 pub mod init_producer_id;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod sync_group;
 
 /// A response still being computed; `None` means "send nothing" (acks=0 produce).
 pub type Reply<T> = Pin<Box<dyn Future<Output = Option<T>> + Send>>;
@@ -52,6 +63,8 @@ pub struct RequestContext {
     pub api_version: i16,
     pub correlation_id: i32,
     pub client_id: Option<String>,
+    /// The client's address as Kafka reports it in group descriptions (`/127.0.0.1`).
+    pub client_host: std::sync::Arc<str>,
 }
 
 /// A served API and its version range.
@@ -108,6 +121,7 @@ fn decode<R: Decodable>(
     api: ApiKey,
     header: &RequestHeader,
     mut body: Bytes,
+    client_host: &std::sync::Arc<str>,
 ) -> Result<(R, RequestContext), DispatchError> {
     let version = header.request_api_version;
     let request = R::decode(&mut body, version).map_err(|source| DispatchError::Malformed {
@@ -119,6 +133,7 @@ fn decode<R: Decodable>(
         api_version: version,
         correlation_id: header.correlation_id,
         client_id: header.client_id.as_ref().map(|c| c.to_string()),
+        client_host: std::sync::Arc::clone(client_host),
     };
     Ok((request, context))
 }
@@ -129,6 +144,7 @@ fn serve<R, F>(
     api: ApiKey,
     header: &RequestHeader,
     body: Bytes,
+    client_host: &std::sync::Arc<str>,
     handler: F,
 ) -> Result<PendingFrame, DispatchError>
 where
@@ -136,7 +152,7 @@ where
     R::Response: Encodable + Send + 'static,
     F: FnOnce(SharedBroker, RequestContext, R) -> Reply<R::Response>,
 {
-    let (request, context) = decode::<R>(api, header, body)?;
+    let (request, context) = decode::<R>(api, header, body, client_host)?;
     let version = context.api_version;
     let reply = handler(SharedBroker::clone(broker), context, request);
     let correlation_id = header.correlation_id;
@@ -158,12 +174,13 @@ fn serve_raw<R>(
     api: ApiKey,
     header: &RequestHeader,
     body: Bytes,
+    client_host: &std::sync::Arc<str>,
     handler: fn(SharedBroker, RequestContext, R) -> PendingFrame,
 ) -> Result<PendingFrame, DispatchError>
 where
     R: Request + Decodable,
 {
-    let (request, context) = decode::<R>(api, header, body)?;
+    let (request, context) = decode::<R>(api, header, body, client_host)?;
     Ok(handler(SharedBroker::clone(broker), context, request))
 }
 
@@ -193,6 +210,7 @@ macro_rules! registry {
             broker: &SharedBroker,
             header: &RequestHeader,
             body: Bytes,
+            client_host: &std::sync::Arc<str>,
         ) -> Result<PendingFrame, DispatchError> {
             let api = ApiKey::try_from(header.request_api_key)
                 .map_err(|()| DispatchError::UnknownApiKey(header.request_api_key))?;
@@ -204,16 +222,16 @@ macro_rules! registry {
                 });
             }
             match api {
-                $( ApiKey::$key => registry!(@serve $style, $request, broker, api, header, body, $module), )*
+                $( ApiKey::$key => registry!(@serve $style, $request, broker, api, header, body, client_host, $module), )*
                 _ => Err(DispatchError::UnknownApiKey(header.request_api_key)),
             }
         }
     };
-    (@serve raw, $request:ident, $broker:expr, $api:expr, $header:expr, $body:expr, $module:ident) => {
-        serve_raw::<proto_kafka::messages::$request>($broker, $api, $header, $body, $module::handle)
+    (@serve raw, $request:ident, $broker:expr, $api:expr, $header:expr, $body:expr, $host:expr, $module:ident) => {
+        serve_raw::<proto_kafka::messages::$request>($broker, $api, $header, $body, $host, $module::handle)
     };
-    (@serve $style:ident, $request:ident, $broker:expr, $api:expr, $header:expr, $body:expr, $module:ident) => {
-        serve::<proto_kafka::messages::$request, _>($broker, $api, $header, $body, registry!(@style $style, $module))
+    (@serve $style:ident, $request:ident, $broker:expr, $api:expr, $header:expr, $body:expr, $host:expr, $module:ident) => {
+        serve::<proto_kafka::messages::$request, _>($broker, $api, $header, $body, $host, registry!(@style $style, $module))
     };
     (@style lazy, $module:ident) => { lazy($module::handle) };
     (@style eager, $module:ident) => { $module::handle };
@@ -239,6 +257,17 @@ registry! {
     ElectLeaders => elect_leaders::ElectLeadersRequest, 0..=2, lazy;
     InitProducerId => init_producer_id::InitProducerIdRequest, 0..=5, lazy;
     DescribeProducers => describe_producers::DescribeProducersRequest, 0..=0, lazy;
+    FindCoordinator => find_coordinator::FindCoordinatorRequest, 0..=6, lazy;
+    JoinGroup => join_group::JoinGroupRequest, 0..=9, lazy;
+    SyncGroup => sync_group::SyncGroupRequest, 0..=5, lazy;
+    Heartbeat => heartbeat::HeartbeatRequest, 0..=4, lazy;
+    LeaveGroup => leave_group::LeaveGroupRequest, 0..=5, lazy;
+    OffsetCommit => offset_commit::OffsetCommitRequest, 2..=9, lazy;
+    OffsetFetch => offset_fetch::OffsetFetchRequest, 1..=9, lazy;
+    DescribeGroups => describe_groups::DescribeGroupsRequest, 0..=6, lazy;
+    ListGroups => list_groups::ListGroupsRequest, 0..=5, lazy;
+    DeleteGroups => delete_groups::DeleteGroupsRequest, 0..=2, lazy;
+    OffsetDelete => offset_delete::OffsetDeleteRequest, 0..=0, lazy;
 }
 
 /// The registry entry of `api`, if served.

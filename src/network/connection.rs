@@ -42,6 +42,11 @@ pub async fn run(
     request_bytes: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    let client_host: Arc<str> = stream
+        .peer_addr()
+        .map(|address| format!("/{}", address.ip()))
+        .unwrap_or_default()
+        .into();
     let (mut reader, mut writer) = stream.into_split();
     let (sender, mut receiver) = mpsc::channel::<InFlight>(REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX);
     let writer_task = tokio::spawn(async move {
@@ -89,6 +94,7 @@ pub async fn run(
             i32::from_be_bytes(length_bytes),
             &broker,
             &request_bytes,
+            &client_host,
         )
         .await
         {
@@ -110,6 +116,7 @@ async fn read_request(
     length: i32,
     broker: &SharedBroker,
     request_bytes: &Arc<Semaphore>,
+    client_host: &Arc<str>,
 ) -> anyhow::Result<InFlight> {
     let started = Instant::now();
     let limit = broker.config.socket_request_bytes_max;
@@ -154,7 +161,7 @@ async fn read_request(
     let header = RequestHeader::decode(&mut frame, header_version).map_err(|error| {
         anyhow!("malformed request header (api key {api_key} v{api_version}): {error}")
     })?;
-    match handlers::dispatch(broker, &header, frame) {
+    match handlers::dispatch(broker, &header, frame, client_host) {
         Ok(reply) => Ok(InFlight {
             response: tokio::spawn(reply),
             _bytes: permit,
