@@ -36,6 +36,9 @@ pub struct ReplicaManager {
     checkpointed_high_watermarks: HashMap<TopicPartition, Offset>,
     /// A metadata image has been applied: replicas have their roles.
     applied: std::sync::atomic::AtomicBool,
+    /// Bumped after every applied image: coordinators subscribe to load or unload the
+    /// state of partitions whose leadership changed (this manager never depends on them).
+    roles_applied: tokio::sync::watch::Sender<u64>,
 }
 
 impl ReplicaManager {
@@ -51,6 +54,7 @@ impl ReplicaManager {
             partitions: RwLock::new(HashMap::new()),
             checkpointed_high_watermarks,
             applied: std::sync::atomic::AtomicBool::new(false),
+            roles_applied: tokio::sync::watch::channel(0).0,
         }
     }
 
@@ -60,6 +64,11 @@ impl ReplicaManager {
 
     pub fn node_id(&self) -> i32 {
         self.node_id
+    }
+
+    /// Changes after every applied metadata image (roles, epochs, replicas may have moved).
+    pub fn subscribe_roles(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.roles_applied.subscribe()
     }
 
     /// Whether replicas have taken their roles from a metadata image yet.
@@ -138,6 +147,7 @@ impl ReplicaManager {
         }
         self.applied
             .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.roles_applied.send_modify(|count| *count += 1);
         Ok(self.followed_leaders())
     }
 

@@ -600,6 +600,11 @@ class Reader:
             shift += 7
         raise AssertionError("varint longer than 10 bytes")
 
+    def string(self) -> Optional[str]:
+        """A classic (int16-length) nullable string."""
+        length = self.unpack(">h")
+        return None if length < 0 else self.take(length).decode()
+
     def compact_string(self) -> Optional[str]:
         length = self.unsigned_varint()
         return None if length == 0 else self.take(length - 1).decode()

@@ -62,6 +62,11 @@ pub async fn load(broker: Arc<Broker>, shard: Arc<Shard>) {
     shard
         .loaded
         .store(true, std::sync::atomic::Ordering::SeqCst);
+    let level_info = count > 0;
+    if !level_info {
+        tracing::debug!(partition = %key, epoch = shard.leader_epoch, "loaded group state: no groups");
+        return;
+    }
     tracing::info!(
         partition = %key,
         epoch = shard.leader_epoch,

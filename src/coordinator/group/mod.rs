@@ -165,25 +165,32 @@ impl GroupCoordinator {
             return Err(ResponseError::CoordinatorNotAvailable);
         };
         let partition = partition_for(group_id, topic.partitions.len() as i32);
+        let key = TopicPartition::new(OFFSETS_TOPIC, partition);
+        let led_at = broker
+            .replicas
+            .partition(&key)
+            .filter(|p| p.is_leader())
+            .map(|p| p.leader_epoch().0);
         let shard = self
             .shards
             .read()
             .expect("shards lock")
             .get(&partition)
-            .cloned()
-            .ok_or(ResponseError::NotCoordinator)?;
-        let key = TopicPartition::new(OFFSETS_TOPIC, partition);
-        let current = broker
-            .replicas
-            .partition(&key)
-            .is_some_and(|p| p.is_leader() && p.leader_epoch().0 == shard.leader_epoch);
-        if !current {
-            return Err(ResponseError::NotCoordinator);
+            .cloned();
+        let image_leader = topic.partition(partition).map_or(-1, |p| p.leader);
+        match (led_at, shard) {
+            // The image already names this broker, the replica has not taken the role yet.
+            (None, _) if image_leader == broker.config.node_id => {
+                Err(ResponseError::CoordinatorLoadInProgress)
+            }
+            (None, _) => Err(ResponseError::NotCoordinator),
+            // Led here, but the shard for this epoch is not created or not loaded yet.
+            (Some(_), None) => Err(ResponseError::CoordinatorLoadInProgress),
+            (Some(epoch), Some(shard)) if epoch != shard.leader_epoch || !shard.is_loaded() => {
+                Err(ResponseError::CoordinatorLoadInProgress)
+            }
+            (Some(_), Some(shard)) => Ok(shard),
         }
-        if !shard.is_loaded() {
-            return Err(ResponseError::CoordinatorLoadInProgress);
-        }
-        Ok(shard)
     }
 
     /// The group, created (Empty) if `create` and unknown.
@@ -549,10 +556,19 @@ pub async fn run(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
     let retention_interval =
         Duration::from_millis(broker.groups.options.offsets_retention_check_interval_ms);
     let mut last_expiry = tokio::time::Instant::now();
+    let mut roles = broker.replicas.subscribe_roles();
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
             _ = tick.tick() => {}
+            changed = roles.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                // Leadership may have moved: load or unload now, timers on the next tick.
+                broker.groups.reconcile(&broker);
+                continue;
+            }
         }
         broker.groups.reconcile(&broker);
         let expire = last_expiry.elapsed() >= retention_interval;
