@@ -26,6 +26,8 @@ enum Command {
     Produce(karst::cli::produce::ProduceArgs),
     /// Consume records and print them.
     Consume(karst::cli::consume::ConsumeArgs),
+    /// List, describe, reset and delete consumer groups and their committed offsets.
+    Groups(karst::cli::groups::GroupsArgs),
     /// Describe the idempotent producers of a topic's partitions.
     Producers(karst::cli::producers::ProducersArgs),
     /// Prepare a node's data directory: format it for a cluster, print a new cluster id.
@@ -41,6 +43,7 @@ fn main() -> std::process::ExitCode {
         Command::Topics(args) => karst::cli::run(karst::cli::topics::run(args)),
         Command::Produce(args) => karst::cli::run(karst::cli::produce::run(args)),
         Command::Consume(args) => karst::cli::run(karst::cli::consume::run(args)),
+        Command::Groups(args) => karst::cli::run(karst::cli::groups::run(args)),
         Command::Producers(args) => karst::cli::run(karst::cli::producers::run(args)),
         Command::Storage(args) => karst::cli::storage::run(args),
         Command::Cluster(args) => karst::cli::run(karst::cli::cluster::run(args)),

@@ -1,4 +1,4 @@
-//! Command-line tools (`karst topics|produce|consume|producers|storage|cluster`): thin front ends over
+//! Command-line tools (`karst topics|produce|consume|groups|producers|storage|cluster`): thin front ends over
 //! [`crate::client`] (`storage` works offline, on the node's config and data directory).
 //!
 //! Flags follow the Kafka tools (`kafka-topics.sh`, `kafka-console-producer.sh`,
@@ -7,6 +7,7 @@
 
 pub mod cluster;
 pub mod consume;
+pub mod groups;
 pub mod produce;
 pub mod producers;
 pub mod storage;

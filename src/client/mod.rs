@@ -28,6 +28,7 @@ pub mod cluster;
 pub mod connection;
 pub mod error;
 pub mod fetch;
+pub mod groups;
 pub mod metadata;
 pub mod partitioner;
 pub mod produce;

@@ -390,3 +390,78 @@ def test_bad_offset_commits_get_kafkas_error_codes_and_change_nothing(brokers):
         assert offset_commit_v2(connection, "", -1, "", [("commits", 0, 99, "")]) == [ERROR_INVALID_GROUP_ID]
         assert offset_fetch_v1(connection, group, "commits", 0) == 10, "no refused commit changed anything"
     assert broker.alive
+
+
+# --- coordinator failover on three nodes ----------------------------------------------------
+
+def java_string_hash(text: str) -> int:
+    value = 0
+    for unit in struct.unpack(f"<{len(text.encode('utf-16-le')) // 2}H", text.encode("utf-16-le")):
+        value = (value * 31 + unit) & 0xFFFFFFFF
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
+def offsets_partition(group: str, partitions: int = 50) -> int:
+    """Kafka's mapping of a group to its __consumer_offsets partition."""
+    value = java_string_hash(group)
+    return (0 if value == -(1 << 31) else abs(value)) % partitions
+
+
+@pytest.mark.slow
+def test_coordinator_failover_loses_no_committed_offset_and_consumers_continue(brokers, capsys):
+    from confluent_kafka import KafkaException, TopicPartition
+    from test_replication import create_replicated_topic, leader_of, start_cluster
+
+    cluster = start_cluster(brokers, settings=GROUP_SETTINGS)
+    topic, group, total = "failover", "failover-group", 20_000
+    create_replicated_topic(cluster, topic, partitions=3)
+    producer = confluent_producer(cluster.nodes[1], **{"bootstrap.servers": cluster.bootstrap})
+    for index in range(total):
+        producer.produce(topic, value=str(index).encode(), partition=index % 3)
+    assert producer.flush(60) == 0
+
+    consumer = confluent_consumer(cluster.nodes[1], **{"bootstrap.servers": cluster.bootstrap,
+                                                       "group.id": group, "session.timeout.ms": 10000})
+    consumer.subscribe([topic])
+    consumed: set[tuple[int, int]] = set()
+    positions: dict[int, int] = {}
+    last_commit: dict[int, int] = {}
+    killed_at = None
+    committed_after_kill = None
+    coordinator = None
+    deadline = time.monotonic() + 180
+    while len(consumed) < total or committed_after_kill is None:
+        assert time.monotonic() < deadline, f"consumed {len(consumed)}/{total}; commit after kill: {committed_after_kill}"
+        message = consumer.poll(0.2)
+        if message is not None and not message.error():
+            consumed.add((message.partition(), message.offset()))
+            positions[message.partition()] = message.offset() + 1
+        if len(consumed) % 500 == 0 or message is None:
+            try:
+                answer = consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in positions.items()],
+                                         asynchronous=False)
+                if all(tp.error is None for tp in answer):
+                    for tp in answer:
+                        assert tp.offset >= last_commit.get(tp.partition, 0)
+                        last_commit[tp.partition] = tp.offset
+                    if killed_at is not None and committed_after_kill is None:
+                        committed_after_kill = time.monotonic() - killed_at
+            except KafkaException:
+                pass  # the coordinator is moving: the next commit retries
+        if killed_at is None and len(consumed) >= total // 4 and last_commit:
+            coordinator = leader_of(cluster, "__consumer_offsets", offsets_partition(group))
+            before_kill = dict(last_commit)
+            cluster.nodes[coordinator].kill()
+            killed_at = time.monotonic()
+
+    # The new coordinator answers with every commit acknowledged before the kill, or later ones.
+    fetched = consumer.committed([TopicPartition(topic, p) for p in range(3)], timeout=30)
+    for tp in fetched:
+        assert tp.offset >= before_kill.get(tp.partition, 0), f"committed offset went back: {tp} vs {before_kill}"
+        assert tp.offset == last_commit[tp.partition]
+    consumer.close()
+    assert len(consumed) == total
+    new_coordinator = leader_of(cluster, "__consumer_offsets", offsets_partition(group))
+    assert new_coordinator not in (None, coordinator)
+    report(capsys, f"coordinator {coordinator} SIGKILLed: first commit acknowledged by coordinator "
+                   f"{new_coordinator} {committed_after_kill:.2f}s later; all {total} records consumed")
