@@ -532,6 +532,8 @@ pub fn alter_partition(
             leader: None,
             isr: Some(isr.clone()),
             replicas: None,
+            adding_replicas: None,
+            removing_replicas: None,
         }],
         super::ControllerReply::PartitionState {
             leader_epoch: partition.leader_epoch,
@@ -570,6 +572,8 @@ pub fn move_leadership_away(
                         leader: None,
                         isr: Some(without),
                         replicas: None,
+                        adding_replicas: None,
+                        removing_replicas: None,
                     });
                 }
                 continue;
@@ -600,6 +604,8 @@ pub fn move_leadership_away(
                 leader: Some(leader),
                 isr,
                 replicas: None,
+                adding_replicas: None,
+                removing_replicas: None,
             });
         }
     }
@@ -694,6 +700,8 @@ pub fn elect_leaders(
                     leader: Some(leader),
                     isr,
                     replicas: None,
+                    adding_replicas: None,
+                    removing_replicas: None,
                 });
                 outcomes.push((name.clone(), *index, 0, None));
             }
@@ -723,6 +731,8 @@ pub fn elect_leaderless(image: &MetadataImage, broker: i32) -> Vec<MetadataRecor
                     leader: Some(broker),
                     isr: None,
                     replicas: None,
+                    adding_replicas: None,
+                    removing_replicas: None,
                 });
             }
         }
