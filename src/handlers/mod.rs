@@ -21,6 +21,7 @@ use crate::broker::SharedBroker;
 use crate::network::frame::ResponseFrame;
 
 pub mod alter_configs;
+pub mod alter_partition_reassignments;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
@@ -36,6 +37,7 @@ pub mod fetch;
 pub mod incremental_alter_configs;
 pub mod init_producer_id;
 pub mod list_offsets;
+pub mod list_partition_reassignments;
 pub mod metadata;
 pub mod offset_for_leader_epoch;
 pub mod produce;
@@ -239,6 +241,8 @@ registry! {
     ElectLeaders => elect_leaders::ElectLeadersRequest, 0..=2, lazy;
     InitProducerId => init_producer_id::InitProducerIdRequest, 0..=5, lazy;
     DescribeProducers => describe_producers::DescribeProducersRequest, 0..=0, lazy;
+    AlterPartitionReassignments => alter_partition_reassignments::AlterPartitionReassignmentsRequest, 0..=1, lazy;
+    ListPartitionReassignments => list_partition_reassignments::ListPartitionReassignmentsRequest, 0..=0, lazy;
 }
 
 /// The registry entry of `api`, if served.
