@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod consume;
 pub mod produce;
 pub mod producers;
+pub mod reassign;
 pub mod storage;
 pub mod topics;
 
