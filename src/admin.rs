@@ -5,7 +5,7 @@
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /health` | JSON: registered, fenced, metadata caught up, replicas outside their ISR; 200 when registered, unfenced and caught up, else 503 |
 //! | `GET /v1/cluster` | JSON: cluster id, controller, this node's view of the quorum, registered brokers (with incarnation ids and epochs) |
-//! | `GET /v1/partitions` | JSON: every partition hosted here: leader, epochs, ISR, replicas, HW, log start and end, producer count |
+//! | `GET /v1/partitions` | JSON: every partition hosted here: leader, epochs, ISR, replicas (adding, removing), HW, log start and end, producer count |
 //!
 //! A deliberately tiny HTTP/1.0 responder: one request per connection, bounded request
 //! size and time, no keep-alive. It serves operators, not clients. The JSON views are read
@@ -306,6 +306,8 @@ pub fn partitions_view(broker: &Broker) -> Value {
                 "partition_epoch": view.assignment.partition_epoch,
                 "isr": view.assignment.isr,
                 "replicas": view.assignment.replicas,
+                "adding_replicas": view.assignment.adding_replicas,
+                "removing_replicas": view.assignment.removing_replicas,
                 "pending_isr": view.pending_isr,
                 "followers": followers,
                 "high_watermark": view.high_watermark.0,

@@ -348,18 +348,24 @@ async fn follow_images(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>)
     }
 }
 
-/// Replication gauges for Prometheus: under-replicated and offline partitions led here,
-/// and each follower's lag behind this leader.
+/// Replication gauges for Prometheus: under-replicated (against a reassignment's target),
+/// reassigning and offline partitions led here, and each follower's lag behind this leader.
 fn publish_replication_gauges(broker: &Broker) {
     let mut under_replicated = 0;
     let mut at_min_isr = 0;
+    let mut reassigning = 0;
     for partition in broker.replicas.partitions() {
         let view = partition.view();
         if view.role != crate::replication::Role::Leader {
             continue;
         }
-        if view.assignment.isr.len() < view.assignment.replicas.len() {
+        if view.assignment.isr.len() < view.assignment.replication_factor() {
             under_replicated += 1;
+        }
+        if !view.assignment.adding_replicas.is_empty()
+            || !view.assignment.removing_replicas.is_empty()
+        {
+            reassigning += 1;
         }
         if (view.assignment.isr.len() as i32) <= view.min_insync_replicas {
             at_min_isr += 1;
@@ -382,6 +388,7 @@ fn publish_replication_gauges(broker: &Broker) {
     metrics::gauge!("kafka_server_replicamanager_underreplicatedpartitions")
         .set(under_replicated as f64);
     metrics::gauge!("kafka_server_replicamanager_atminisrpartitioncount").set(at_min_isr as f64);
+    metrics::gauge!("kafka_server_replicamanager_reassigningpartitions").set(reassigning as f64);
     let image = broker.metadata.image();
     if broker.quorum.status().leader_id == Some(broker.quorum.node_id()) {
         let offline = image

@@ -40,11 +40,42 @@ pub struct BrokerRegistration {
 #[derive(Clone, Debug, PartialEq, Eq, Archive, Serialize, Deserialize)]
 pub struct PartitionImage {
     pub partition: i32,
+    /// Every replica, in preference order. During a reassignment: the target replicas first,
+    /// then those being removed (KIP-455), so the preferred leader is the target's first.
     pub replicas: Vec<i32>,
     pub isr: Vec<i32>,
     pub leader: i32,
     pub leader_epoch: i32,
     pub partition_epoch: i32,
+    /// Replicas a reassignment in progress adds (not in the original assignment).
+    pub adding_replicas: Vec<i32>,
+    /// Replicas a reassignment in progress drops when it completes.
+    pub removing_replicas: Vec<i32>,
+}
+
+impl PartitionImage {
+    /// Whether a reassignment is in progress (KIP-455: adding or removing replicas named).
+    pub fn is_reassigning(&self) -> bool {
+        !self.adding_replicas.is_empty() || !self.removing_replicas.is_empty()
+    }
+
+    /// The replicas the partition ends with: all of them, less those being removed.
+    pub fn target_replicas(&self) -> Vec<i32> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|id| !self.removing_replicas.contains(id))
+            .collect()
+    }
+
+    /// The replicas the partition had before its reassignment: all, less those being added.
+    pub fn original_replicas(&self) -> Vec<i32> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|id| !self.adding_replicas.contains(id))
+            .collect()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Archive, Serialize, Deserialize)]
@@ -102,6 +133,11 @@ pub struct MetadataImage {
     pub topic_names_by_id: HashMap<Uuid, String>,
     /// Every producer id below this one has been handed out.
     pub next_producer_id: i64,
+}
+
+/// Images of version 1 are read through [`crate::format_v1::decode_image`].
+impl crate::codec::Layout for MetadataImage {
+    const SINCE: u8 = 2;
 }
 
 impl MetadataImage {
@@ -204,6 +240,8 @@ impl MetadataImage {
                     leader: *leader,
                     leader_epoch: *leader_epoch,
                     partition_epoch: *partition_epoch,
+                    adding_replicas: Vec::new(),
+                    removing_replicas: Vec::new(),
                 };
                 match topic.partition_mut(*partition) {
                     Some(existing) => *existing = image,
@@ -219,6 +257,8 @@ impl MetadataImage {
                 leader,
                 isr,
                 replicas,
+                adding_replicas,
+                removing_replicas,
             } => {
                 let existing = self
                     .topic_by_id_mut(topic_id)?
@@ -236,6 +276,12 @@ impl MetadataImage {
                 }
                 if let Some(replicas) = replicas {
                     existing.replicas = replicas.clone();
+                }
+                if let Some(adding) = adding_replicas {
+                    existing.adding_replicas = adding.clone();
+                }
+                if let Some(removing) = removing_replicas {
+                    existing.removing_replicas = removing.clone();
                 }
                 existing.partition_epoch += 1;
             }
@@ -331,6 +377,8 @@ mod tests {
             leader: None,
             isr: Some(vec![1, 2]),
             replicas: None,
+            adding_replicas: None,
+            removing_replicas: None,
         };
         image.apply(3, &shrink).unwrap();
         let state = image.topic("orders").unwrap().partition(0).unwrap();
@@ -344,6 +392,8 @@ mod tests {
             leader: Some(2),
             isr: None,
             replicas: None,
+            adding_replicas: None,
+            removing_replicas: None,
         };
         image.apply(4, &elect).unwrap();
         let state = image.topic("orders").unwrap().partition(0).unwrap();

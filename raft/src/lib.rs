@@ -17,6 +17,7 @@
 //! | `network` | Raft RPCs over TCP on the controller listener: framing, messages, client, server |
 //! | [`codec`] | `[format version][rkyv archive]` encoding of everything persisted or sent |
 //! | `stored` | our persisted forms of openraft's log ids, votes, entries, memberships |
+//! | `format_v1` | format version 1 frozen, so logs and snapshots of earlier builds load |
 //! | `durable_file` | small files replaced atomically (vote, purge point, snapshot) |
 //! | [`type_config`] | the openraft type configuration; openraft types stay inside the crate |
 
@@ -24,6 +25,7 @@ pub mod codec;
 #[cfg(test)]
 mod conformance;
 mod durable_file;
+mod format_v1;
 pub mod image;
 mod log_store;
 pub(crate) mod network;

@@ -7,8 +7,9 @@
 //! can switch to these types without touching its decisions.
 //!
 //! A committed entry of the Raft log carries one [`MetadataBatch`]: records the controller
-//! decided together. They are persisted with rkyv (see [`crate::codec`]); adding a variant is
-//! a format change and needs a new format version.
+//! decided together. They are persisted with rkyv (see [`crate::codec`]); adding a variant or
+//! a field is a format change: it needs a new format version, and the previous version's
+//! shapes frozen in [`crate::format_v1`] (or its successor) so existing logs still load.
 
 use std::fmt;
 
@@ -73,6 +74,11 @@ pub enum MetadataRecord {
         leader: Option<i32>,
         isr: Option<Vec<i32>>,
         replicas: Option<Vec<i32>>,
+        /// Replicas a reassignment is adding (KRaft's `AddingReplicas`); `Some(vec![])` ends
+        /// the reassignment's adding side.
+        adding_replicas: Option<Vec<i32>>,
+        /// Replicas a reassignment will drop once it completes (KRaft's `RemovingReplicas`).
+        removing_replicas: Option<Vec<i32>>,
     },
     /// A topic config set (`value: Some`) or removed (`None`).
     Config {
@@ -96,6 +102,10 @@ pub enum MetadataRecord {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Archive, Serialize, Deserialize)]
 pub struct MetadataBatch {
     pub records: Vec<MetadataRecord>,
+}
+
+impl crate::codec::Layout for MetadataBatch {
+    const SINCE: u8 = 2;
 }
 
 impl MetadataBatch {

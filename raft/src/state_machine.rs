@@ -46,6 +46,11 @@ struct StoredSnapshot {
     image: Vec<u8>,
 }
 
+/// The image inside is encoded on its own, with its own version byte.
+impl codec::Layout for StoredSnapshot {
+    const SINCE: u8 = 1;
+}
+
 /// The newest snapshot, shared between the state machine and its snapshot builders.
 struct Snapshots {
     dir: PathBuf,
@@ -107,7 +112,7 @@ pub struct SnapshotBuilder {
 }
 
 fn decode_image(bytes: &[u8], cluster_id: &str) -> io::Result<MetadataImage> {
-    let image = codec::decode::<MetadataImage>(bytes)?;
+    let image = crate::format_v1::decode_image(bytes)?;
     if image.cluster_id != cluster_id {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,

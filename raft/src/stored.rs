@@ -13,6 +13,7 @@ use openraft::entry::RaftEntry;
 use openraft::vote::{RaftLeaderId, RaftVote};
 use rkyv::{Archive, Deserialize, Serialize};
 
+use crate::codec;
 use crate::records::MetadataBatch;
 use crate::type_config::{
     CommittedLeaderId, ControllerNode, Entry, EntryPayload, LeaderId, LogId, Membership,
@@ -191,6 +192,15 @@ impl TryFrom<StoredEntry> for Entry {
     }
 }
 
+/// Entries of version 1 are read through [`crate::format_v1::decode_entry`].
+impl codec::Layout for StoredEntry {
+    const SINCE: u8 = 2;
+}
+
+impl codec::Layout for Option<StoredLogId> {
+    const SINCE: u8 = 1;
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Archive, Serialize, Deserialize)]
 pub struct StoredSnapshotMeta {
     pub last_log_id: Option<StoredLogId>,
@@ -220,7 +230,6 @@ impl TryFrom<StoredSnapshotMeta> for SnapshotMeta {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec;
     use crate::records::MetadataRecord;
 
     #[test]

@@ -10,6 +10,7 @@ pub mod consume;
 pub mod groups;
 pub mod produce;
 pub mod producers;
+pub mod reassign;
 pub mod storage;
 pub mod topics;
 

@@ -11,6 +11,7 @@ use proto_kafka::ResponseError;
 
 use super::{parse_key_value, BootstrapArgs};
 use crate::client::admin::{ConfigChange, NewTopic};
+use crate::client::reassignment::OngoingReassignment;
 use crate::client::{Client, TopicMetadata};
 
 /// Arguments of `karst topics`.
@@ -37,6 +38,9 @@ enum TopicsCommand {
     /// Move leadership to preferred replicas (or, unclean, to any live replica of
     /// leaderless partitions), like kafka-leader-election.
     ElectLeaders(ElectArgs),
+    /// Move partitions to new replicas, list moves in progress, or cancel them, like
+    /// kafka-reassign-partitions.
+    Reassign(super::reassign::ReassignArgs),
 }
 
 #[derive(Args, Debug)]
@@ -115,6 +119,7 @@ pub async fn run(args: TopicsArgs) -> anyhow::Result<()> {
         }
         TopicsCommand::Alter(alter) => alter_topic(&mut client, alter).await,
         TopicsCommand::ElectLeaders(elect) => elect_leaders(&mut client, elect).await,
+        TopicsCommand::Reassign(reassign) => super::reassign::run(&mut client, reassign).await,
     }
 }
 
@@ -157,6 +162,11 @@ async fn describe_topics(client: &mut Client, args: DescribeArgs) -> anyhow::Res
         None => client.metadata(None).await?.topics,
     };
     topics.sort_by(|left, right| left.name.cmp(&right.name));
+    // Moves in progress, shown as Kafka's describe does; a broker without the API has none.
+    let moving = client
+        .list_partition_reassignments(None)
+        .await
+        .unwrap_or_default();
     for topic in topics {
         let configs = client
             .describe_topic_configs(&topic.name)
@@ -167,7 +177,7 @@ async fn describe_topics(client: &mut Client, args: DescribeArgs) -> anyhow::Res
             .filter(|entry| !entry.is_default())
             .map(|entry| format!("{}={}", entry.name, entry.value.as_deref().unwrap_or("")))
             .collect();
-        print!("{}", describe_topic(&topic, &non_default));
+        print!("{}", describe_topic(&topic, &non_default, &moving));
     }
     Ok(())
 }
@@ -237,11 +247,21 @@ async fn elect_leaders(client: &mut Client, args: ElectArgs) -> anyhow::Result<(
 }
 
 /// Kafka's `--describe` layout for one topic.
-fn describe_topic(topic: &TopicMetadata, non_default_configs: &[String]) -> String {
-    let replication_factor = topic
-        .partitions
-        .first()
-        .map_or(0, |partition| partition.replicas.len());
+fn describe_topic(
+    topic: &TopicMetadata,
+    non_default_configs: &[String],
+    moving: &[OngoingReassignment],
+) -> String {
+    let reassignment_of = |partition: i32| {
+        moving
+            .iter()
+            .find(|m| m.topic == topic.name && m.partition == partition)
+    };
+    // As Kafka's describe: a partition being moved counts its target replicas.
+    let replication_factor = topic.partitions.first().map_or(0, |partition| {
+        let removing = reassignment_of(partition.index).map_or(0, |m| m.removing_replicas.len());
+        partition.replicas.len() - removing
+    });
     let mut text = format!(
         "Topic: {}\tTopicId: {}\tPartitionCount: {}\tReplicationFactor: {}\tConfigs: {}\n",
         topic.name,
@@ -267,6 +287,14 @@ fn describe_topic(topic: &TopicMetadata, non_default_configs: &[String]) -> Stri
         );
         if !partition.offline_replicas.is_empty() {
             let _ = write!(text, "\tOffline: {}", join_ids(&partition.offline_replicas));
+        }
+        if let Some(reassignment) = reassignment_of(partition.index) {
+            let _ = write!(
+                text,
+                "\tAdding Replicas: {}\tRemoving Replicas: {}",
+                join_ids(&reassignment.adding_replicas),
+                join_ids(&reassignment.removing_replicas)
+            );
         }
         text.push('\n');
     }
@@ -356,12 +384,24 @@ mod tests {
                 offline_replicas: vec![],
             }],
         };
-        let text = describe_topic(&topic, &["retention.ms=1000".into()]);
+        let text = describe_topic(&topic, &["retention.ms=1000".into()], &[]);
         assert_eq!(
             text,
             "Topic: orders\tTopicId: AAAAAAAAAAAAAAAAAAAAAA\tPartitionCount: 1\t\
              ReplicationFactor: 2\tConfigs: retention.ms=1000\n\
              \tTopic: orders\tPartition: 0\tLeader: 1\tReplicas: 1,2\tIsr: 1\n"
+        );
+        let moving = [OngoingReassignment {
+            topic: "orders".into(),
+            partition: 0,
+            replicas: vec![1, 2],
+            adding_replicas: vec![2],
+            removing_replicas: vec![],
+        }];
+        let text = describe_topic(&topic, &[], &moving);
+        assert!(
+            text.ends_with("Isr: 1\tAdding Replicas: 2\tRemoving Replicas: \n"),
+            "{text}"
         );
     }
 }

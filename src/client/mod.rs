@@ -15,6 +15,7 @@
 //! | [`produce`] | producing a batch of records to one partition |
 //! | [`fetch`] | fetching from offsets, and ListOffsets (earliest, latest, by timestamp) |
 //! | [`producers`] | DescribeProducers: idempotent producers' state per partition |
+//! | [`reassignment`] | AlterPartitionReassignments and ListPartitionReassignments |
 //! | [`records`] | record batches: encoding for produce, decoding fetched bytes |
 //! | [`partitioner`] | Kafka's murmur2 partitioner for keyed records |
 //! | [`error`] | [`ClientError`] and readable Kafka error codes |
@@ -33,6 +34,7 @@ pub mod metadata;
 pub mod partitioner;
 pub mod produce;
 pub mod producers;
+pub mod reassignment;
 pub mod records;
 pub mod versions;
 

@@ -338,7 +338,11 @@ pub fn create_partitions(
             format!("Number of partitions must be at most {PARTITIONS_PER_TOPIC_MAX}."),
         ));
     }
-    let replication_factor = topic.partitions.first().map_or(1, |p| p.replicas.len());
+    // A partition being reassigned lists its removing replicas too: count its target.
+    let replication_factor = topic
+        .partitions
+        .first()
+        .map_or(1, |p| p.target_replicas().len());
     let brokers = live_brokers(image);
     let placed = match assignments {
         Some(assignments) => {
@@ -525,6 +529,18 @@ pub fn alter_partition(
         .copied()
         .filter(|id| wanted.contains(id))
         .collect();
+    if let Some((completion, isr)) =
+        super::reassignment::complete_with_isr(image, change.topic_id, partition, &isr)
+    {
+        // The last adding replica joined: the reassignment completes in this same change,
+        // which also bumps the leader epoch (the leader learns the rest from the image).
+        let reply = super::ControllerReply::PartitionState {
+            leader_epoch: partition.leader_epoch + 1,
+            partition_epoch: partition.partition_epoch + 1,
+            isr,
+        };
+        return Ok((vec![completion], reply));
+    }
     Ok((
         vec![MetadataRecord::PartitionChange {
             topic_id: change.topic_id,
@@ -532,6 +548,8 @@ pub fn alter_partition(
             leader: None,
             isr: Some(isr.clone()),
             replicas: None,
+            adding_replicas: None,
+            removing_replicas: None,
         }],
         super::ControllerReply::PartitionState {
             leader_epoch: partition.leader_epoch,
@@ -570,6 +588,8 @@ pub fn move_leadership_away(
                         leader: None,
                         isr: Some(without),
                         replicas: None,
+                        adding_replicas: None,
+                        removing_replicas: None,
                     });
                 }
                 continue;
@@ -600,6 +620,8 @@ pub fn move_leadership_away(
                 leader: Some(leader),
                 isr,
                 replicas: None,
+                adding_replicas: None,
+                removing_replicas: None,
             });
         }
     }
@@ -694,6 +716,8 @@ pub fn elect_leaders(
                     leader: Some(leader),
                     isr,
                     replicas: None,
+                    adding_replicas: None,
+                    removing_replicas: None,
                 });
                 outcomes.push((name.clone(), *index, 0, None));
             }
@@ -723,6 +747,8 @@ pub fn elect_leaderless(image: &MetadataImage, broker: i32) -> Vec<MetadataRecor
                     leader: Some(broker),
                     isr: None,
                     replicas: None,
+                    adding_replicas: None,
+                    removing_replicas: None,
                 });
             }
         }

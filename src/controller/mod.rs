@@ -5,12 +5,14 @@
 //! leads, and otherwise forwards it over the controller listener to the leader (the Raft
 //! transport's application RPC). Decisions are pure functions in [`decisions`]; this module
 //! serializes them on the leader, writes their records, and runs the controller's duties
-//! (fencing brokers whose heartbeats stopped). [`lifecycle`] is the broker side:
-//! registration, heartbeats, controlled shutdown.
+//! (fencing brokers whose heartbeats stopped). [`reassignment`] decides partition moves
+//! (KIP-455). [`lifecycle`] is the broker side: registration, heartbeats, controlled
+//! shutdown.
 
 pub mod decisions;
 pub mod lifecycle;
 pub mod producer_ids;
+pub mod reassignment;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -84,6 +86,15 @@ pub enum ControllerRequest {
         broker_id: i32,
         broker_epoch: i64,
     },
+    /// AlterPartitionReassignments ([`reassignment`]).
+    AlterReassignments {
+        partitions: Vec<reassignment::ReassignmentRequest>,
+        replication_factor_fixed: bool,
+    },
+    /// ListPartitionReassignments: `partitions` None means all.
+    ListReassignments {
+        partitions: Option<Vec<(String, i32)>>,
+    },
 }
 
 /// What a broker registers with.
@@ -128,6 +139,10 @@ pub enum ControllerReply {
         isr: Vec<i32>,
     },
     ProducerIds(producer_ids::ProducerIdBlock),
+    /// Per partition of an AlterPartitionReassignments request.
+    Reassigned(Vec<reassignment::ReassignmentOutcome>),
+    /// The reassignments in progress.
+    Reassignments(Vec<reassignment::OngoingReassignment>),
     Failed {
         code: i16,
         message: String,
@@ -361,6 +376,26 @@ impl Broker {
                 (
                     records,
                     ControllerReply::ProducerIds(block),
+                    AfterWrite::Nothing,
+                )
+            }
+            ControllerRequest::AlterReassignments {
+                partitions,
+                replication_factor_fixed,
+            } => {
+                let (records, outcomes) =
+                    reassignment::alter_reassignments(image, &partitions, replication_factor_fixed);
+                (
+                    records,
+                    ControllerReply::Reassigned(outcomes),
+                    AfterWrite::Nothing,
+                )
+            }
+            ControllerRequest::ListReassignments { partitions } => {
+                let ongoing = reassignment::list_reassignments(image, partitions.as_deref());
+                (
+                    Vec::new(),
+                    ControllerReply::Reassignments(ongoing),
                     AfterWrite::Nothing,
                 )
             }

@@ -21,6 +21,7 @@ use crate::broker::SharedBroker;
 use crate::network::frame::ResponseFrame;
 
 pub mod alter_configs;
+pub mod alter_partition_reassignments;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
@@ -43,6 +44,7 @@ pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
+pub mod list_partition_reassignments;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
@@ -268,6 +270,8 @@ registry! {
     ListGroups => list_groups::ListGroupsRequest, 0..=5, lazy;
     DeleteGroups => delete_groups::DeleteGroupsRequest, 0..=2, lazy;
     OffsetDelete => offset_delete::OffsetDeleteRequest, 0..=0, lazy;
+    AlterPartitionReassignments => alter_partition_reassignments::AlterPartitionReassignmentsRequest, 0..=1, lazy;
+    ListPartitionReassignments => list_partition_reassignments::ListPartitionReassignmentsRequest, 0..=0, lazy;
 }
 
 /// The registry entry of `api`, if served.

@@ -101,6 +101,8 @@ impl ReplicaManager {
                     leader: partition.leader,
                     leader_epoch: partition.leader_epoch,
                     partition_epoch: partition.partition_epoch,
+                    adding_replicas: partition.adding_replicas.clone(),
+                    removing_replicas: partition.removing_replicas.clone(),
                 };
                 let entry = match self.partition(&key) {
                     Some(current) if current.topic_id == topic.topic_id => {

@@ -54,6 +54,18 @@ pub struct Assignment {
     pub leader: i32,
     pub leader_epoch: i32,
     pub partition_epoch: i32,
+    /// A reassignment in progress: replicas being added (they fetch like any follower and
+    /// join the ISR when caught up) and replicas dropped when it completes.
+    pub adding_replicas: Vec<i32>,
+    pub removing_replicas: Vec<i32>,
+}
+
+impl Assignment {
+    /// Replicas the partition should have in sync: the target of a reassignment in progress
+    /// (Kafka counts under-replication against it), else all.
+    pub fn replication_factor(&self) -> usize {
+        self.replicas.len() - self.removing_replicas.len()
+    }
 }
 
 /// A consistent snapshot of a partition's replication state, for handlers and operators.
@@ -247,6 +259,8 @@ impl Partition {
             Role::Leader => {
                 if was != Role::Leader || new_epoch {
                     self.become_leader(&mut state, now_ms);
+                } else {
+                    self.track_replica_set(&mut state, now_ms);
                 }
                 false
             }
@@ -298,6 +312,22 @@ impl Partition {
             high_watermark = state.high_watermark.0,
             "became leader"
         );
+    }
+
+    /// The replica set changed under the same leader epoch (a reassignment started): track
+    /// the added followers from scratch, forget the ones gone. An added follower is not in
+    /// the ISR, so it holds back neither the high watermark nor a shrink.
+    fn track_replica_set(&self, state: &mut ReplicaState, now_ms: i64) {
+        let replicas = &state.assignment.replicas;
+        state.followers.retain(|id, _| replicas.contains(id));
+        for id in replicas.iter().filter(|id| **id != self.node_id) {
+            state.followers.entry(*id).or_insert(FollowerState {
+                log_end_offset: -1,
+                last_caught_up_ms: now_ms,
+                last_fetch_ms: now_ms,
+                leader_end_at_last_fetch: -1,
+            });
+        }
     }
 
     /// The leader's records became durable locally: the high watermark may move.

@@ -47,6 +47,10 @@ struct StoredLogState {
     purged: Option<StoredLogId>,
 }
 
+impl codec::Layout for StoredLogState {
+    const SINCE: u8 = 1;
+}
+
 struct State {
     log: SegmentLog,
     durable: StoredLogState,

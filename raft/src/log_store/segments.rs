@@ -76,7 +76,7 @@ fn read_frame(bytes: &[u8]) -> Option<(StoredEntry, usize)> {
     if crc32c::crc32c(body) != crc {
         return None;
     }
-    let entry = codec::decode::<StoredEntry>(body).ok()?;
+    let entry = crate::format_v1::decode_entry(body).ok()?;
     Some((entry, FRAME_HEADER_BYTES + body_bytes))
 }
 

@@ -43,6 +43,15 @@ pub enum Request {
     },
 }
 
+/// Wire messages are not migrated (see `crate::format_v1`): entries inside are of format 2.
+impl crate::codec::Layout for Request {
+    const SINCE: u8 = 2;
+}
+
+impl crate::codec::Layout for Response {
+    const SINCE: u8 = 1;
+}
+
 #[derive(Debug, Archive, Serialize, Deserialize)]
 pub enum AppendOutcome {
     Success,
