@@ -465,3 +465,98 @@ def test_coordinator_failover_loses_no_committed_offset_and_consumers_continue(b
     assert new_coordinator not in (None, coordinator)
     report(capsys, f"coordinator {coordinator} SIGKILLed: first commit acknowledged by coordinator "
                    f"{new_coordinator} {committed_after_kill:.2f}s later; all {total} records consumed")
+
+
+# --- karst groups ----------------------------------------------------------------------------
+
+def karst_groups(karst_bin, broker, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([str(karst_bin), "groups", "--bootstrap-server", broker.bootstrap, *args],
+                            capture_output=True, text=True, timeout=60)
+    if check:
+        assert result.returncode == 0, f"karst groups {' '.join(args)}: {result.stderr}"
+    return result
+
+
+def describe_rows(output: str) -> dict[int, list[str]]:
+    """`karst groups describe` rows by partition: the columns after GROUP and TOPIC."""
+    lines = output.strip().splitlines()
+    assert lines[0].split()[:6] == ["GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG"]
+    return {int(line.split()[2]): line.split()[3:] for line in lines[1:]}
+
+
+def test_karst_groups_shows_lag_under_load_and_resets_an_empty_group(brokers, karst_bin):
+    from confluent_kafka import TopicPartition
+
+    broker = brokers.start(GROUP_SETTINGS)
+    topic, group = "lagging", "lag-group"
+    create_topic(broker, topic, partitions=2)
+    produce(broker, topic, 1000, 2)
+
+    consumer = confluent_consumer(broker, **{"group.id": group})
+    consumer.subscribe([topic])
+    wait_until(lambda: (consumer.poll(0.1), len(consumer.assignment()) == 2)[1], timeout_s=30,
+               what="the member owns both partitions")
+    committed = {0: 120, 1: 45}
+    consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in committed.items()], asynchronous=False)
+
+    stop = threading.Event()
+
+    def keep_producing():
+        producer = confluent_producer(broker)
+        index = 0
+        while not stop.is_set():
+            producer.produce(topic, value=b"more", partition=index % 2)
+            index += 1
+            if index % 100 == 0:
+                producer.flush(10)
+        producer.flush(10)
+
+    writer = threading.Thread(target=keep_producing)
+    writer.start()
+    try:
+        for _ in range(3):
+            before = {p: watermark(broker, topic, p) for p in (0, 1)}
+            rows = describe_rows(karst_groups(karst_bin, broker, "describe", "--group", group).stdout)
+            after = {p: watermark(broker, topic, p) for p in (0, 1)}
+            for partition in (0, 1):
+                current, log_end, lag, member = rows[partition][:4]
+                assert int(current) == committed[partition]
+                assert before[partition] <= int(log_end) <= after[partition], (rows, before, after)
+                assert int(lag) == int(log_end) - committed[partition]
+                assert member.startswith("rdkafka-"), "the owning member is shown"
+    finally:
+        stop.set()
+        writer.join()
+    listed = karst_groups(karst_bin, broker, "list", "--state").stdout
+    assert any(line.split() == [group, "Stable"] for line in listed.splitlines()), listed
+
+    # A reset is refused while the group has members, then planned (dry run) and executed.
+    refused = karst_groups(karst_bin, broker, "reset-offsets", "--group", group, "--topic", topic,
+                           "--to-earliest", "--execute", check=False)
+    assert refused.returncode != 0 and "inactive" in refused.stderr
+    consumer.close()
+    plan = karst_groups(karst_bin, broker, "reset-offsets", "--group", group, "--topic", topic, "--to-earliest")
+    assert [line.split()[2:] for line in plan.stdout.splitlines()[1:]] == [["0", "0"], ["1", "0"]]
+    rows = describe_rows(karst_groups(karst_bin, broker, "describe", "--group", group).stdout)
+    assert [int(rows[p][0]) for p in (0, 1)] == [120, 45], "a dry run commits nothing"
+    karst_groups(karst_bin, broker, "reset-offsets", "--group", group, "--topic", topic, "--to-earliest", "--execute")
+
+    restarted = confluent_consumer(broker, **{"group.id": group})
+    restarted.subscribe([topic])
+    first: dict[int, int] = {}
+    deadline = time.monotonic() + 30
+    while len(first) < 2:
+        assert time.monotonic() < deadline, f"first offsets so far: {first}"
+        message = restarted.poll(0.5)
+        if message is not None and not message.error():
+            first.setdefault(message.partition(), message.offset())
+    restarted.close()
+    assert first == {0: 0, 1: 0}, "the next consumer starts from the beginning"
+
+    karst_groups(karst_bin, broker, "delete", "--group", group)
+    assert group not in karst_groups(karst_bin, broker, "list").stdout.split()
+
+
+def watermark(broker, topic: str, partition: int) -> int:
+    from karst import watermarks
+    return watermarks(broker, topic, partition)[1]
