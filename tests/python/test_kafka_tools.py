@@ -2,15 +2,10 @@
 (issue 11).
 
 Each tool runs by the main class its `bin/kafka-*.sh` script runs (`scripts/kafka-peer tool
-CLASS ...`), with the arguments of Kafka's quick-start unchanged where Karst serves what they
-need. Where it does not yet, the test says so:
-
-* kafka-console-producer and kafka-producer-perf-test: Kafka's producer is idempotent by
-  default, and Karst has no InitProducerId yet (issue 8): `enable.idempotence=false`.
-* kafka-console-consumer: without `--partition` it subscribes in a consumer group, and Karst
-  has no group coordinator yet (issue 9): `--partition 0 --offset earliest` reads the same
-  records without one. kafka-consumer-perf-test always subscribes: expected to fail until
-  issue 9 lands.
+CLASS ...`), with the arguments of Kafka's quick-start unchanged: the console producer with
+its default (idempotent) settings, the console consumer `--from-beginning` in a consumer
+group, kafka-consumer-groups describing, listing and resetting that group, and
+kafka-consumer-perf-test, which always subscribes.
 """
 
 from __future__ import annotations
@@ -32,9 +27,7 @@ CONSUMER_PERF = "org.apache.kafka.tools.ConsumerPerformance"         # kafka-con
 API_VERSIONS = "org.apache.kafka.tools.BrokerApiVersionsCommand"     # kafka-broker-api-versions.sh
 CLUSTER = "org.apache.kafka.tools.ClusterTool"                       # kafka-cluster.sh
 METADATA_QUORUM = "org.apache.kafka.tools.MetadataQuorumCommand"     # kafka-metadata-quorum.sh
-
-# Issue 8: drop this once Karst serves InitProducerId.
-PRODUCER_WITHOUT_IDEMPOTENCE = ["--command-property", "enable.idempotence=false"]
+CONSUMER_GROUPS = "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand"  # kafka-consumer-groups.sh
 
 EVENTS = ["This is my first event", "This is my second event"]
 PERF_RECORDS = 20000
@@ -66,17 +59,32 @@ def test_kafka_topics_creates_and_describes_a_topic(broker, quickstart_topic):
 
 def test_console_producer_then_console_consumer_round_trip(broker, quickstart_topic):
     kafka_tool(CONSOLE_PRODUCER, "--topic", quickstart_topic, "--bootstrap-server", broker.bootstrap,
-               *PRODUCER_WITHOUT_IDEMPOTENCE, input_text="".join(f"{event}\n" for event in EVENTS))
-    # Issue 9: `--from-beginning` alone would join a group; a partition and an offset need none.
-    output = kafka_tool(CONSOLE_CONSUMER, "--topic", quickstart_topic, "--partition", "0", "--offset", "earliest",
+               input_text="".join(f"{event}\n" for event in EVENTS))
+    output = kafka_tool(CONSOLE_CONSUMER, "--topic", quickstart_topic, "--from-beginning", "--group", "quickstart-group",
                         "--max-messages", str(len(EVENTS)), "--timeout-ms", "30000",
                         "--bootstrap-server", broker.bootstrap)
     assert output.splitlines() == EVENTS, output
 
+    # kafka-consumer-groups: the console consumer committed what it read.
+    listed = kafka_tool(CONSUMER_GROUPS, "--bootstrap-server", broker.bootstrap, "--list")
+    assert "quickstart-group" in listed.split(), listed
+    described = kafka_tool(CONSUMER_GROUPS, "--bootstrap-server", broker.bootstrap, "--describe",
+                           "--group", "quickstart-group")
+    row = [line.split() for line in described.splitlines() if line.startswith("quickstart-group ")]
+    assert row and row[0][1:6] == [quickstart_topic, "0", "2", "2", "0"], described
+    reset = kafka_tool(CONSUMER_GROUPS, "--bootstrap-server", broker.bootstrap, "--reset-offsets", "--to-earliest",
+                       "--execute", "--group", "quickstart-group", "--topic", quickstart_topic)
+    assert any(line.split()[1:4] == [quickstart_topic, "0", "0"] for line in reset.splitlines()
+               if line.startswith("quickstart-group ")), reset
+    again = kafka_tool(CONSOLE_CONSUMER, "--topic", quickstart_topic, "--group", "quickstart-group",
+                       "--max-messages", str(len(EVENTS)), "--timeout-ms", "30000",
+                       "--bootstrap-server", broker.bootstrap)
+    assert again.splitlines() == EVENTS, "after the reset the group reads from the beginning again"
+
     # Keys and headers through the console tools' properties.
     keyed = f"{quickstart_topic}-keyed"
     kafka_tool(TOPICS, "--create", "--topic", keyed, "--partitions", "1", "--bootstrap-server", broker.bootstrap)
-    kafka_tool(CONSOLE_PRODUCER, "--topic", keyed, "--bootstrap-server", broker.bootstrap, *PRODUCER_WITHOUT_IDEMPOTENCE,
+    kafka_tool(CONSOLE_PRODUCER, "--topic", keyed, "--bootstrap-server", broker.bootstrap,
                "--reader-property", "parse.key=true", "--reader-property", "key.separator=:",
                "--reader-property", "parse.headers=true",
                input_text="h1:v1,h2:v2\talice:hello\nh1:v3\tbob:world\n")
@@ -111,8 +119,7 @@ def test_producer_perf_test_then_get_offsets_counts_every_record(broker):
     topic = "perf-test"
     kafka_tool(TOPICS, "--create", "--topic", topic, "--partitions", "3", "--bootstrap-server", broker.bootstrap)
     output = kafka_tool(PRODUCER_PERF, "--topic", topic, "--num-records", str(PERF_RECORDS), "--record-size", "100",
-                        "--throughput", "-1", "--producer-props", f"bootstrap.servers={broker.bootstrap}", "acks=all",
-                        "enable.idempotence=false")  # issue 8
+                        "--throughput", "-1", "--producer-props", f"bootstrap.servers={broker.bootstrap}", "acks=all")
     summary = output.strip().splitlines()[-1]
     assert summary.startswith(f"{PERF_RECORDS} records sent"), output
 
@@ -124,12 +131,11 @@ def test_producer_perf_test_then_get_offsets_counts_every_record(broker):
     assert sorted(earliest.split()) == [f"{topic}:{p}:0" for p in range(3)], earliest
 
 
-@pytest.mark.xfail(reason="issue 9: kafka-consumer-perf-test subscribes in a consumer group", strict=False)
 def test_consumer_perf_test_reads_every_record(broker):
     topic = "perf-test-consume"
     kafka_tool(TOPICS, "--create", "--topic", topic, "--bootstrap-server", broker.bootstrap)
     kafka_tool(PRODUCER_PERF, "--topic", topic, "--num-records", "1000", "--record-size", "100", "--throughput", "-1",
-               "--producer-props", f"bootstrap.servers={broker.bootstrap}", "enable.idempotence=false")
+               "--producer-props", f"bootstrap.servers={broker.bootstrap}")
     output = kafka_tool(CONSUMER_PERF, "--bootstrap-server", broker.bootstrap, "--topic", topic,
                         "--num-records", "1000", "--timeout", "20000")
     assert "1000" in output.splitlines()[-1], output
