@@ -359,6 +359,13 @@ fn publish_replication_gauges(broker: &Broker) {
         if view.role != crate::replication::Role::Leader {
             continue;
         }
+        // kafka_exporter's name: consumer lag panels join it with the group offsets.
+        metrics::gauge!(
+            "kafka_topic_partition_current_offset",
+            "topic" => partition.topic_partition.topic.clone(),
+            "partition" => partition.topic_partition.partition.to_string()
+        )
+        .set(view.high_watermark.0 as f64);
         if view.assignment.isr.len() < view.assignment.replication_factor() {
             under_replicated += 1;
         }

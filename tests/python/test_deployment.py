@@ -25,7 +25,7 @@ from typing import Optional
 
 import pytest
 
-from karst import (LOOPBACK, confluent_producer, consume_partitions, die_with_parent, free_port, port_is_free,
+from karst import (LOOPBACK, confluent_consumer, confluent_producer, consume_partitions, die_with_parent, free_port, port_is_free,
                    wait_until)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -332,6 +332,13 @@ def test_every_metric_the_grafana_dashboard_charts_is_exported(brokers):
         producer.produce("charted", f"value-{index}".encode(), partition=0)
     assert producer.flush(30) == 0
     assert len(consume_partitions(broker, "charted", {0: 10})[0]) == 10
+    # A group member too: the group panels chart rebalances and commits.
+    member = confluent_consumer(broker, **{"group.id": "charted-group"})
+    member.subscribe(["charted"])
+    received = wait_until(lambda: (lambda m: m if m is not None and not m.error() else None)(member.poll(0.2)),
+                          timeout_s=30, what="a record through a consumer group")
+    member.commit(message=received, asynchronous=False)
+    member.close()
     try:
         wait_until(lambda: charted <= exported_metric_names(broker), timeout_s=15, what="every charted metric")
     except AssertionError:

@@ -61,6 +61,13 @@ pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// seconds long; 100 ms keeps a member's removal within a tenth of a second of its deadline.
 const TICK_INTERVAL: Duration = Duration::from_millis(100);
 
+/// Most `kafka_consumergroup_current_offset` series one broker exports (group × partition),
+/// so a cluster with very many groups cannot blow up the metrics endpoint.
+const OFFSET_SERIES_MAX: usize = 10_000;
+
+/// How often committed offsets are exported as metrics.
+const OFFSET_METRICS_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Bytes read per step while replaying a partition.
 const LOAD_READ_BYTES: usize = 1 << 20;
 
@@ -435,6 +442,31 @@ impl GroupCoordinator {
         }
     }
 
+    /// Exports each coordinated group's committed offsets (kafka_exporter's names), up to
+    /// [`OFFSET_SERIES_MAX`] series; with `kafka_topic_partition_current_offset` of the
+    /// partition leaders they give consumer lag.
+    fn export_offsets(&self) {
+        let mut exported = 0usize;
+        for shard in self.shards() {
+            for group in shard.groups() {
+                let locked = lock(&group);
+                for ((topic, partition), value) in &locked.offsets {
+                    if exported == OFFSET_SERIES_MAX {
+                        return;
+                    }
+                    exported += 1;
+                    metrics::gauge!(
+                        "kafka_consumergroup_current_offset",
+                        "consumergroup" => locked.group_id.clone(),
+                        "topic" => topic.clone(),
+                        "partition" => partition.to_string()
+                    )
+                    .set(value.offset as f64);
+                }
+            }
+        }
+    }
+
     /// One pass of the timers over every loaded group.
     fn tick(&self, broker: &Arc<Broker>, expire_offsets: bool) {
         let now = now_ms();
@@ -556,6 +588,9 @@ pub async fn run(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
     let retention_interval =
         Duration::from_millis(broker.groups.options.offsets_retention_check_interval_ms);
     let mut last_expiry = tokio::time::Instant::now();
+    let mut last_export = tokio::time::Instant::now();
+    metrics::counter!("kafka_coordinator_group_rebalances_total").increment(0);
+    metrics::counter!("kafka_coordinator_group_offset_commits_total").increment(0);
     let mut roles = broker.replicas.subscribe_roles();
     loop {
         tokio::select! {
@@ -576,6 +611,10 @@ pub async fn run(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
             last_expiry = tokio::time::Instant::now();
         }
         broker.groups.tick(&broker, expire);
+        if last_export.elapsed() >= OFFSET_METRICS_INTERVAL {
+            last_export = tokio::time::Instant::now();
+            broker.groups.export_offsets();
+        }
     }
 }
 
