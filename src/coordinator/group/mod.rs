@@ -488,12 +488,15 @@ impl GroupCoordinator {
                     self.expire_offsets(broker, &shard, &group, now);
                 }
                 if forgettable {
+                    // Under the map lock, then the group's: a request that found this group
+                    // just before sees it Dead (a retriable COORDINATOR_NOT_AVAILABLE) and
+                    // its retry creates a fresh one.
                     let mut groups = shard.groups.lock().expect("groups lock");
-                    let id = lock(&group).group_id.clone();
-                    if groups
-                        .get(&id)
-                        .is_some_and(|g| Arc::ptr_eq(g, &group) && lock(g).is_forgettable())
-                    {
+                    let mut locked = lock(&group);
+                    let id = locked.group_id.clone();
+                    let current = groups.get(&id).is_some_and(|g| Arc::ptr_eq(g, &group));
+                    if current && locked.is_forgettable() {
+                        locked.mark_dead(now);
                         groups.remove(&id);
                     }
                 } else {

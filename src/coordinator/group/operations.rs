@@ -188,6 +188,9 @@ impl GroupCoordinator {
             .collect();
         match self.write(broker, &shard, batch).await {
             Ok(()) => {
+                // Looked up again: an empty group with nothing committed yet may have been
+                // forgotten (and recreated) while the write was in flight.
+                let group = self.group(&shard, group_id, true).unwrap_or(group);
                 let mut locked = lock(&group);
                 for (_, topic, partition, value) in accepted {
                     locked.offsets.insert((topic, partition), value);
