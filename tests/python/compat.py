@@ -1,5 +1,6 @@
-"""Helpers for the compatibility tests (issue 11): Kafka's own tools and the client scenarios
-of `tests/compat/` (Java kafka-clients, franz-go and Sarama, kafkajs), run against `karst`.
+"""Helpers for the compatibility tests (issue 11): Kafka's own tools, the client scenarios
+of `tests/compat/` (Java kafka-clients, franz-go and Sarama, kafkajs, confluent-kafka) and the
+applications users write (Kafka Streams, Spring Kafka), run against `karst`.
 
 Each toolchain gets its pinned dependencies from the files in `tests/compat/` into the user's
 caches (~/.m2, the Go module cache, `tests/compat/js/node_modules`); `scripts/test` fetches
@@ -150,6 +151,48 @@ def python_scenario_command() -> list:
     return [sys.executable, COMPAT_DIR / "python" / "scenario.py"]
 
 
+# -- the applications users write (Kafka Streams, Spring Kafka) ------------------------------
+
+
+def _java_module_command(module: str, main_class: str) -> list:
+    """Compiles a Maven module of tests/compat/ with javac (no Maven build: Maven only resolves
+    its pinned classpath) into the cache, keyed by the hash of its pom and sources, and returns
+    the `java` command line that runs `main_class`."""
+    java = require_tool("java")
+    javac = require_tool("javac")
+    module_dir = COMPAT_DIR / module
+    classpath = _maven_classpath(module_dir / "pom.xml", module)
+    sources = sorted((module_dir / "src" / "main" / "java").rglob("*.java"))
+    resources = sorted(path for path in (module_dir / "src" / "main" / "resources").rglob("*") if path.is_file())
+    digest = hashlib.sha256()
+    for path in [module_dir / "pom.xml", *sources, *resources]:
+        digest.update(str(path.relative_to(module_dir)).encode() + b"\0" + path.read_bytes())
+    classes = CACHE_DIR / f"{module}-{digest.hexdigest()[:16]}" / "classes"
+    if not (classes.parent / "compiled").is_file():
+        shutil.rmtree(classes.parent, ignore_errors=True)
+        classes.mkdir(parents=True)
+        run_program([javac, "--release", "17", "-encoding", "UTF-8", "-d", classes, "-cp", classpath, *sources],
+                    PREPARE_TIMEOUT_S, f"javac tests/compat/{module}")
+        for resource in resources:
+            target = classes / resource.relative_to(module_dir / "src" / "main" / "resources")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(resource, target)
+        (classes.parent / "compiled").touch()
+    return [java, "-Xmx512m", "-cp", f"{classes}:{classpath}", main_class]
+
+
+@functools.lru_cache(maxsize=None)
+def streams_app_command() -> list:
+    """The Kafka Streams word-count application (tests/compat/streams)."""
+    return _java_module_command("streams", "dev.karst.compat.streams.WordCount")
+
+
+@functools.lru_cache(maxsize=None)
+def spring_app_command() -> list:
+    """The Spring Boot @KafkaListener application (tests/compat/spring)."""
+    return _java_module_command("spring", "dev.karst.compat.spring.ListenerApplication")
+
+
 def scenario_args(bootstrap: str, brokers: int, replication_factor: int, topic_prefix: str) -> list:
     return ["--bootstrap", bootstrap, "--brokers", str(brokers), "--replication-factor", str(replication_factor),
             "--topic-prefix", topic_prefix]
@@ -169,6 +212,8 @@ def prefetch() -> None:
                              cwd=COMPAT_DIR / "go")),
         ("Go: build the franz-go + Sarama scenario", go_scenario_command),
         ("npm ci (tests/compat/js/package-lock.json)", js_scenario_command),
+        ("Maven + javac: Kafka Streams app (tests/compat/streams/pom.xml)", streams_app_command),
+        ("Maven + javac: Spring Kafka app (tests/compat/spring/pom.xml)", spring_app_command),
     ]
     for name, part in parts:
         started = time.monotonic()

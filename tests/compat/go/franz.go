@@ -179,7 +179,7 @@ func runFranz(s *scenario, options Options) {
 		for partition := range produced {
 			partitions[partition] = kgo.NewOffset().AtStart()
 		}
-		// Issue 9: no group coordinator yet, so partitions are consumed directly.
+		// Partitions consumed directly, no group (the group step below subscribes).
 		consumer := franzClient(options, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: partitions}))
 		defer consumer.Close()
 		next := map[int32]int64{}
@@ -214,6 +214,8 @@ func runFranz(s *scenario, options Options) {
 		}
 		s.checks += consumed
 	})
+
+	s.step("consume in a group, commit, resume", func() { franzGroup(s, options, admin, topic, produced) })
 
 	s.step("list offsets", func() {
 		c, cancel := timeout()

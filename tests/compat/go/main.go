@@ -5,8 +5,9 @@
 //  1. admin: brokers, create a topic with configs, describe it, alter and describe configs,
 //     add partitions, the errors for an existing topic and a bad config;
 //  2. produce keyed records with headers in every compression codec;
-//  3. consume them back by partition (no group: issue 9) and check every record by offset,
-//     and the offsets ListOffsets reports;
+//  3. consume them back by partition and check every record by offset; then in a consumer
+//     group: commit, close, resume exactly after the commit in a new member, the group listed,
+//     described and deleted by the admin (groups.go); the offsets ListOffsets reports;
 //  4. a missing topic: describe, describe configs, delete and produce fail with
 //     UNKNOWN_TOPIC_OR_PARTITION;
 //  5. delete the topic, after which it is missing too.

@@ -143,7 +143,7 @@ func runSarama(s *scenario, options Options) {
 	})
 
 	s.step("consume by partition and check every record", func() {
-		// Issue 9: no group coordinator yet; Sarama's partition consumer needs none.
+		// Sarama's partition consumer, no group (the group step below subscribes).
 		consumer, err := sarama.NewConsumer(options.Bootstrap, saramaConfig("none"))
 		must(err, "NewConsumer")
 		defer consumer.Close()
@@ -173,6 +173,8 @@ func runSarama(s *scenario, options Options) {
 			must(partitionConsumer.Close(), "close partition consumer")
 		}
 	})
+
+	s.step("consume in a group, commit, resume", func() { saramaGroup(s, options, admin, topic, produced) })
 
 	s.step("list offsets", func() {
 		client, err := sarama.NewClient(options.Bootstrap, saramaConfig("none"))

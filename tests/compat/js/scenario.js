@@ -5,16 +5,19 @@
 //  1. admin: cluster, create a topic with configs, describe it, alter and describe configs,
 //     add partitions; an existing topic and a bad config;
 //  2. produce keyed records with headers in every compression codec;
-//  3. read them back by partition and check every record by offset, and the offsets the
-//     admin lists;
+//  3. read them back by partition and check every record by offset; then in a consumer group:
+//     a first member reads every record, commits the middle of each partition and leaves, the
+//     admin lists and describes the group and fetches its offsets, and a second member
+//     resumes exactly there, commits the end, and the group is deleted; the offsets the admin
+//     lists;
 //  4. a missing topic: describe, describe configs, delete and produce fail with
 //     UNKNOWN_TOPIC_OR_PARTITION;
 //  5. delete the topic, after which it is missing too.
 //
-// kafkajs has no assign(): its consumer always joins a group, and Karst has no group
-// coordinator yet (issue 9). Until then step 3 reads with kafkajs's own Fetch code (its
-// Cluster and Broker classes, and the Batch class its consumer wraps every fetched partition
-// in), so the bytes are decoded, decompressed and filtered exactly as its consumer would.
+// kafkajs has no assign(): its consumer always joins a group. The by-partition read of step 3
+// uses kafkajs's own Fetch code (its Cluster and Broker classes, and the Batch class its
+// consumer wraps every fetched partition in), so the bytes are decoded, decompressed and
+// filtered exactly as its consumer would; the group step then uses its consumer.
 //
 // kafkajs ships gzip only; snappy comes from kafkajs-snappy, and lz4 and zstd from codecs
 // written here over lz4js and @bokuweb/zstd-wasm (pure JavaScript and WebAssembly: nothing
@@ -23,7 +26,7 @@
 // Usage: node scenario.js --bootstrap HOST:PORT[,...] --brokers N --replication-factor R
 // --topic-prefix NAME. Prints one line per step; exits 1 naming the failed step.
 
-const { Kafka, CompressionTypes, CompressionCodecs, ConfigResourceTypes, Partitioners, logLevel } = require('kafkajs')
+const { Kafka, AssignerProtocol, CompressionTypes, CompressionCodecs, ConfigResourceTypes, Partitioners, logLevel } = require('kafkajs')
 const Batch = require('kafkajs/src/consumer/batch')
 const SnappyCodec = require('kafkajs-snappy')
 const lz4 = require('lz4js')
@@ -82,6 +85,7 @@ function parseOptions(argv) {
     replicationFactor: Number(options['replication-factor']),
     topic: `${options['topic-prefix']}-codecs`,
     missing: `${options['topic-prefix']}-missing`,
+    group: `${options['topic-prefix']}-group`,
   }
 }
 
@@ -199,6 +203,99 @@ async function missingTopicErrors(kafka, admin, missing) {
     await producer.disconnect()
   }
   check(!(await admin.listTopics()).includes(missing), `${missing} still does not exist`)
+}
+
+// A group member that subscribes and checks every record it gets against what was produced,
+// per partition from `start` (partition -> next offset) to the end; resolves, still a member,
+// once it has them all.
+async function readInGroup(kafka, group, topic, produced, start) {
+  // A short fetch wait: disconnect() waits for the fetch in flight (kafkajs's default is 5 s).
+  const consumer = kafka.consumer({ groupId: group, allowAutoTopicCreation: false, maxWaitTimeInMs: 500 })
+  await consumer.connect()
+  await consumer.subscribe({ topics: [topic], fromBeginning: true })
+  const next = new Map(start)
+  let wanted = 0
+  for (const [partition, offset] of start) wanted += produced.get(partition).size - Number(offset)
+  let consumed = 0
+  let finish, fail
+  const done = new Promise((resolve, reject) => { finish = resolve; fail = reject })
+  const timer = setTimeout(() => fail(new Error(`group ${group}: consumed ${consumed} of ${wanted} records`)), CALL_TIMEOUT_MS)
+  await consumer.run({
+    autoCommit: false,
+    eachMessage: async ({ partition, message }) => {
+      try {
+        const where = `${topic}-${partition}@${message.offset}`
+        if (!next.has(partition) || BigInt(message.offset) !== next.get(partition)) {
+          throw new Error(`${where}: want offset ${next.get(partition)}`)
+        }
+        checkRecord(where, message, produced.get(partition).get(next.get(partition)))
+        next.set(partition, next.get(partition) + 1n)
+        checks++
+        if (++consumed === wanted) finish()
+      } catch (error) {
+        fail(error)
+      }
+    },
+  })
+  try {
+    await done
+  } catch (error) {
+    await consumer.disconnect()
+    throw error
+  } finally {
+    clearTimeout(timer)
+  }
+  return consumer
+}
+
+async function describeGroup(admin, group) {
+  const { groups } = await admin.describeGroups([group])
+  check(groups.length === 1 && groups[0].errorCode === 0, `describe ${group}: ${JSON.stringify(groups)}`)
+  return groups[0]
+}
+
+async function checkGroupOffsets(admin, group, topic, want) {
+  const [fetched] = await admin.fetchOffsets({ groupId: group, topics: [topic] })
+  for (const [partition, offset] of want) {
+    const got = fetched.partitions.find(p => p.partition === partition)
+    check(got && got.offset === String(offset), `${group} committed ${JSON.stringify(got)} for partition ${partition}, want ${offset}`)
+  }
+}
+
+async function groupCommitAndResume(kafka, admin, topic, group, produced) {
+  const middle = new Map([...produced].map(([partition, records]) => [partition, BigInt(Math.floor(records.size / 2))]))
+  const ends = new Map([...produced].map(([partition, records]) => [partition, BigInt(records.size)]))
+  const asCommit = offsets => [...offsets].map(([partition, offset]) => ({ topic, partition, offset: String(offset) }))
+
+  const first = await readInGroup(kafka, group, topic, produced, new Map([...produced.keys()].map(p => [p, 0n])))
+  await first.commitOffsets(asCommit(middle))
+  await first.disconnect() // leaves the group
+
+  const { groups } = await admin.listGroups()
+  const listed = groups.find(g => g.groupId === group)
+  check(listed && listed.protocolType === 'consumer', `listGroups names ${group} a consumer group: ${JSON.stringify(groups)}`)
+  const empty = await describeGroup(admin, group)
+  check(empty.state === 'Empty', `${group} empty after its member left: ${empty.state}`)
+  check(empty.members.length === 0, 'no members after disconnect')
+  await checkGroupOffsets(admin, group, topic, middle)
+
+  const second = await readInGroup(kafka, group, topic, produced, middle)
+  try {
+    await second.commitOffsets(asCommit(ends))
+    const stable = await describeGroup(admin, group)
+    check(stable.state === 'Stable', `${group} stable with its member: ${stable.state}`)
+    check(stable.protocolType === 'consumer', `protocol type ${stable.protocolType}`)
+    check(stable.members.length === 1, `one member: ${stable.members.length}`)
+    const { assignment } = AssignerProtocol.MemberAssignment.decode(stable.members[0].memberAssignment)
+    check(assignment[topic] && assignment[topic].length === PARTITIONS_AFTER_GROWTH,
+      `the member has every partition: ${JSON.stringify(assignment)}`)
+    await checkGroupOffsets(admin, group, topic, ends)
+  } finally {
+    await second.disconnect()
+  }
+
+  await admin.deleteGroups([group])
+  check(!(await admin.listGroups()).groups.some(g => g.groupId === group), `${group} gone after deleteGroups`)
 }
 
 async function main() {
@@ -366,6 +463,8 @@ async function main() {
         await cluster.disconnect()
       }
     })
+
+    await step('consume in a group, commit, resume', () => groupCommitAndResume(kafka, admin, topic, options.group, produced))
 
     await step('list offsets', async () => {
       const offsets = await admin.fetchTopicOffsets(topic)

@@ -5,7 +5,9 @@ creation turned off:
 1. admin: cluster, create a topic with configs, describe it, alter and describe configs, add
    partitions; an existing topic and a bad config;
 2. produce keyed records with headers in every compression codec;
-3. consume them back with assign() and check every record by offset, and list offsets;
+3. consume them back with assign() and check every record by offset; then in a consumer group:
+   commit, close, resume exactly after the commit in a new member, the group listed,
+   described and deleted by the admin; list offsets;
 4. a missing topic: describe, describe configs, delete and produce fail with
    UNKNOWN_TOPIC_OR_PARTITION;
 5. delete the topic, after which it is missing too.
@@ -23,7 +25,8 @@ import struct
 import sys
 import time
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicCollection, TopicPartition
+from confluent_kafka import (Consumer, ConsumerGroupState, ConsumerGroupTopicPartitions, KafkaError, KafkaException,
+                             Producer, TopicCollection, TopicPartition)
 from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ConfigSource,
                                    NewPartitions, NewTopic, OffsetSpec)
 
@@ -188,36 +191,101 @@ def run(options) -> None:
               "every record acknowledged")
         check(len(produced) > 1, "keys spread over partitions")
 
+    def read_checking(consumer, start: dict) -> None:
+        """Consumes until every partition of `start` (partition -> first offset) has reached the
+        end of what was produced there, checking each record and that offsets follow on."""
+        following = dict(start)
+        wanted = sum(len(produced[partition]) - offset for partition, offset in start.items())
+        consumed, deadline = 0, time.monotonic() + CALL_TIMEOUT_S
+        while consumed < wanted:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"consumed {consumed} of {wanted} records in {CALL_TIMEOUT_S}s")
+            for message in consumer.consume(num_messages=1000, timeout=0.5):
+                if message.error() is not None:
+                    raise AssertionError(f"consumer error: {message.error()}")
+                where = f"{message.topic()}-{message.partition()}@{message.offset()}"
+                if message.offset() != following.get(message.partition()):
+                    raise AssertionError(f"{where}: want offset {following.get(message.partition())}")
+                following[message.partition()] += 1
+                want = produced[message.partition()][message.offset()]
+                got = {"key": message.key(), "value": message.value() or b"",
+                       "headers": message.headers() or [], "timestamp": message.timestamp()[1]}
+                if got != want:
+                    raise AssertionError(f"{where}: {got}, want {want}")
+                consumed += 1
+        global checks
+        checks += consumed
+
     def consume_and_check():
-        # Issue 9: no group coordinator yet; librdkafka wants a group.id even for assign().
+        # No group membership: assign() (librdkafka wants a group.id even so).
         consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "karst-compat-never-joined",
                              "enable.auto.commit": False, "enable.auto.offset.store": False})
         try:
             consumer.assign([TopicPartition(topic, partition, 0) for partition in produced])
-            following = {partition: 0 for partition in produced}
-            wanted = sum(len(records) for records in produced.values())
-            consumed, deadline = 0, time.monotonic() + CALL_TIMEOUT_S
-            while consumed < wanted:
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"consumed {consumed} of {wanted} records in {CALL_TIMEOUT_S}s")
-                for message in consumer.consume(num_messages=1000, timeout=0.5):
-                    if message.error() is not None:
-                        raise AssertionError(f"consumer error: {message.error()}")
-                    where = f"{message.topic()}-{message.partition()}@{message.offset()}"
-                    if message.offset() != following[message.partition()]:
-                        raise AssertionError(f"{where}: after offset {following[message.partition()] - 1}")
-                    following[message.partition()] += 1
-                    want = produced[message.partition()][message.offset()]
-                    got = {"key": message.key(), "value": message.value() or b"",
-                           "headers": message.headers() or [], "timestamp": message.timestamp()[1]}
-                    if got != want:
-                        raise AssertionError(f"{where}: {got}, want {want}")
-                    consumed += 1
-            check(consumed == wanted, "every record consumed")
-            global checks
-            checks += consumed
+            read_checking(consumer, {partition: 0 for partition in produced})
         finally:
             consumer.close()
+
+    def group_commit_and_resume():
+        """A first member reads every record, commits the middle of each partition and leaves;
+        the admin lists and describes the group and its offsets; a second member resumes
+        exactly there, commits the end; the group is deleted."""
+        group = f"{options.topic_prefix}-group"
+        middle = {partition: len(records) // 2 for partition, records in produced.items()}
+        ends = {partition: len(records) for partition, records in produced.items()}
+
+        def member(name: str) -> Consumer:
+            consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "client.id": f"{group}-{name}",
+                                 "auto.offset.reset": "earliest", "enable.auto.commit": False})
+            consumer.subscribe([topic])
+            return consumer
+
+        def describe_group():
+            return admin.describe_consumer_groups([group], request_timeout=CALL_TIMEOUT_S)[group].result(CALL_TIMEOUT_S)
+
+        def committed_offsets() -> dict:
+            request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, partition) for partition in produced])
+            answer = admin.list_consumer_group_offsets([request], request_timeout=CALL_TIMEOUT_S)[group].result(CALL_TIMEOUT_S)
+            return {tp.partition: (tp.offset, tp.metadata) for tp in answer.topic_partitions}
+
+        first = member("first")
+        try:
+            read_checking(first, {partition: 0 for partition in produced})
+            commit = [TopicPartition(topic, partition, offset, metadata="first member") for partition, offset in middle.items()]
+            first.commit(offsets=commit, asynchronous=False)
+            read_back = first.committed([TopicPartition(topic, partition) for partition in produced], timeout=CALL_TIMEOUT_S)
+            check({tp.partition: tp.offset for tp in read_back} == middle, f"committed() reads back the commit: {read_back}")
+        finally:
+            first.close()  # leaves the group
+
+        listed = admin.list_consumer_groups(request_timeout=CALL_TIMEOUT_S).result(CALL_TIMEOUT_S)
+        check(any(listing.group_id == group and not listing.is_simple_consumer_group for listing in listed.valid),
+              f"list_consumer_groups names {group}: {listed.valid}")
+        empty = describe_group()
+        check(empty.state == ConsumerGroupState.EMPTY, f"{group} empty after its member left: {empty.state}")
+        check(not empty.members, "no members after close")
+        want_middle = {partition: (offset, "first member") for partition, offset in middle.items()}
+        check(committed_offsets() == want_middle, f"list_consumer_group_offsets shows the commit: {committed_offsets()}")
+
+        second = member("second")
+        try:
+            read_checking(second, middle)
+            second.commit(asynchronous=False)
+            stable = describe_group()
+            check(stable.state == ConsumerGroupState.STABLE, f"{group} stable with its member: {stable.state}")
+            check(not stable.is_simple_consumer_group, "not a simple consumer group")
+            check(len(stable.members) == 1 and stable.members[0].client_id == f"{group}-second",
+                  f"one member, the second: {stable.members}")
+            assigned = stable.members[0].assignment.topic_partitions
+            check(len(assigned) == PARTITIONS_AFTER_GROWTH, f"the member has every partition: {assigned}")
+            check({partition: offset for partition, (offset, _) in committed_offsets().items()} == ends,
+                  f"the end committed: {committed_offsets()}")
+        finally:
+            second.close()
+
+        admin.delete_consumer_groups([group], request_timeout=CALL_TIMEOUT_S)[group].result(CALL_TIMEOUT_S)
+        listed = admin.list_consumer_groups(request_timeout=CALL_TIMEOUT_S).result(CALL_TIMEOUT_S)
+        check(all(listing.group_id != group for listing in listed.valid), f"{group} gone after delete_consumer_groups")
 
     def list_offsets():
         for spec, name in ((OffsetSpec.earliest(), "earliest"), (OffsetSpec.latest(), "latest"),
@@ -270,6 +338,7 @@ def run(options) -> None:
     step("create partitions", grow)
     step("produce in every codec", produce_every_codec)
     step("consume with assign and check every record", consume_and_check)
+    step("consume in a group, commit, resume", group_commit_and_resume)
     step("list offsets", list_offsets)
     step("missing topic errors", lambda: missing_topic_errors(missing))
     step("delete topic", delete)

@@ -10,6 +10,7 @@ import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Objects;
+import java.util.Optional;
 import java.util.Properties;
 import java.util.Set;
 import java.util.concurrent.ExecutionException;
@@ -22,8 +23,12 @@ import org.apache.kafka.clients.admin.AdminClientConfig;
 import org.apache.kafka.clients.admin.AlterConfigOp;
 import org.apache.kafka.clients.admin.Config;
 import org.apache.kafka.clients.admin.ConfigEntry;
+import org.apache.kafka.clients.admin.ConsumerGroupDescription;
 import org.apache.kafka.clients.admin.DescribeClusterResult;
+import org.apache.kafka.clients.admin.GroupListing;
+import org.apache.kafka.clients.admin.ListGroupsOptions;
 import org.apache.kafka.clients.admin.ListOffsetsResult;
+import org.apache.kafka.clients.admin.MemberDescription;
 import org.apache.kafka.clients.admin.NewPartitions;
 import org.apache.kafka.clients.admin.NewTopic;
 import org.apache.kafka.clients.admin.OffsetSpec;
@@ -31,10 +36,13 @@ import org.apache.kafka.clients.admin.TopicDescription;
 import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.clients.consumer.OffsetAndMetadata;
 import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.clients.producer.RecordMetadata;
+import org.apache.kafka.common.GroupState;
+import org.apache.kafka.common.GroupType;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.config.ConfigResource;
 import org.apache.kafka.common.errors.InvalidConfigurationException;
@@ -57,6 +65,10 @@ import org.apache.kafka.common.serialization.ByteArraySerializer;
  *   <li>produce keyed records with headers in every compression codec;
  *   <li>consume them back with {@code assign()} and check every record, offset by offset, and
  *       the offsets ListOffsets reports;
+ *   <li>a consumer group: one member subscribes, reads every record, commits an offset in the
+ *       middle of each partition and closes; the admin lists and describes the group and its
+ *       offsets; a second member resumes exactly at those offsets, commits the end, and the
+ *       group is deleted;
  *   <li>a missing topic: describe, delete and produce each fail with the error Kafka gives;
  *   <li>delete the topic, after which it is missing too.
  * </ol>
@@ -95,6 +107,7 @@ public final class Scenario {
     private final short replicationFactor;
     private final String topic;
     private final String missingTopic;
+    private final String group;
     private int checks;
 
     private Scenario(String bootstrap, int brokers, short replicationFactor, String topicPrefix) {
@@ -103,6 +116,7 @@ public final class Scenario {
         this.replicationFactor = replicationFactor;
         this.topic = topicPrefix + "-codecs";
         this.missingTopic = topicPrefix + "-missing";
+        this.group = topicPrefix + "-group";
     }
 
     public static void main(String[] args) {
@@ -130,6 +144,8 @@ public final class Scenario {
             Map<TopicPartition, Map<Long, Expected>> produced = scenario.timedValue(step, scenario::produceEveryCodec);
             step = "consume with assign and check every record";
             scenario.timed(step, () -> scenario.consumeAndCheck(produced));
+            step = "consume in a group, commit, resume";
+            scenario.timed(step, () -> scenario.consumeInGroupCommitAndResume(admin, produced));
             step = "list offsets";
             scenario.timed(step, () -> scenario.listOffsets(admin, produced));
             step = "missing topic errors";
@@ -255,7 +271,7 @@ public final class Scenario {
         config.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
         config.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
         config.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
-        // Issue 9: no group coordinator yet, so no group.id: assign() and explicit positions.
+        // No group.id: assign() and explicit positions (the group step below subscribes).
         config.put(ConsumerConfig.MAX_POLL_RECORDS_CONFIG, "500");
         try (KafkaConsumer<byte[], byte[]> consumer = new KafkaConsumer<>(config)) {
             Set<TopicPartition> partitions = produced.keySet();
@@ -268,30 +284,109 @@ public final class Scenario {
             }
             Map<TopicPartition, Long> nextOffset = new HashMap<>();
             partitions.forEach(partition -> nextOffset.put(partition, 0L));
-            long deadline = System.nanoTime() + CALL_TIMEOUT.toNanos();
-            int consumed = 0;
-            int wanted = produced.values().stream().mapToInt(Map::size).sum();
-            while (consumed < wanted) {
-                if (System.nanoTime() > deadline) {
-                    throw new AssertionError("consumed " + consumed + " of " + wanted + " records in " + CALL_TIMEOUT);
-                }
-                for (ConsumerRecord<byte[], byte[]> record : consumer.poll(Duration.ofMillis(500))) {
-                    TopicPartition partition = new TopicPartition(record.topic(), record.partition());
-                    long want = nextOffset.get(partition);
-                    if (record.offset() != want) {
-                        throw new AssertionError(partition + ": offset " + record.offset() + " after " + (want - 1));
-                    }
-                    nextOffset.put(partition, want + 1);
-                    Expected expected = produced.get(partition).get(record.offset());
-                    if (expected == null) {
-                        throw new AssertionError(partition + ": offset " + record.offset() + " was never acknowledged");
-                    }
-                    expected.check(record);
-                    consumed++;
-                }
-            }
-            checks += consumed;
+            checks += consumeUntil(consumer, produced, nextOffset);
         }
+    }
+
+    /**
+     * Polls until every partition of {@code nextOffset} has reached the end of what was
+     * produced there, checking each record against it and that offsets follow one another from
+     * where {@code nextOffset} starts; returns the number of records checked.
+     */
+    int consumeUntil(KafkaConsumer<byte[], byte[]> consumer, Map<TopicPartition, Map<Long, Expected>> produced,
+            Map<TopicPartition, Long> nextOffset) {
+        long deadline = System.nanoTime() + CALL_TIMEOUT.toNanos();
+        int consumed = 0;
+        int wanted = 0;
+        for (Map.Entry<TopicPartition, Long> start : nextOffset.entrySet()) {
+            wanted += produced.get(start.getKey()).size() - start.getValue();
+        }
+        while (consumed < wanted) {
+            if (System.nanoTime() > deadline) {
+                throw new AssertionError("consumed " + consumed + " of " + wanted + " records in " + CALL_TIMEOUT);
+            }
+            for (ConsumerRecord<byte[], byte[]> record : consumer.poll(Duration.ofMillis(500))) {
+                TopicPartition partition = new TopicPartition(record.topic(), record.partition());
+                Long want = nextOffset.get(partition);
+                if (want == null || record.offset() != want) {
+                    throw new AssertionError(partition + ": offset " + record.offset() + ", want " + want);
+                }
+                nextOffset.put(partition, want + 1);
+                Expected expected = produced.get(partition).get(record.offset());
+                if (expected == null) {
+                    throw new AssertionError(partition + ": offset " + record.offset() + " was never acknowledged");
+                }
+                expected.check(record);
+                consumed++;
+            }
+        }
+        return consumed;
+    }
+
+    void consumeInGroupCommitAndResume(Admin admin, Map<TopicPartition, Map<Long, Expected>> produced) throws Exception {
+        // The first member reads everything, then commits the middle of each partition, as an
+        // application would that had processed only that far.
+        Map<TopicPartition, OffsetAndMetadata> middle = new HashMap<>();
+        try (KafkaConsumer<byte[], byte[]> consumer = new KafkaConsumer<>(groupConsumerConfig("first"))) {
+            consumer.subscribe(List.of(topic));
+            Map<TopicPartition, Long> nextOffset = new HashMap<>();
+            produced.keySet().forEach(partition -> nextOffset.put(partition, 0L));
+            checks += consumeUntil(consumer, produced, nextOffset);
+            check(consumer.assignment().size() == PARTITIONS_AFTER_GROWTH,
+                    "the only member is assigned all " + PARTITIONS_AFTER_GROWTH + " partitions: " + consumer.assignment());
+            produced.forEach((partition, records) ->
+                    middle.put(partition, new OffsetAndMetadata(records.size() / 2, "first member")));
+            consumer.commitSync(middle, CALL_TIMEOUT);
+            Map<TopicPartition, OffsetAndMetadata> committed = consumer.committed(middle.keySet(), CALL_TIMEOUT);
+            check(committed.equals(middle), "committed() reads back the commit: " + committed);
+        }
+
+        // The member left on close: the group is empty, its offsets kept.
+        ConsumerGroupDescription empty = describeGroup(admin);
+        check(empty.groupState() == GroupState.EMPTY, "group " + group + " empty after close: " + empty.groupState());
+        check(empty.members().isEmpty(), "no members after close");
+        Collection<GroupListing> listed = admin.listGroups(ListGroupsOptions.forConsumerGroups()).all()
+                .get(timeoutSeconds(), TimeUnit.SECONDS);
+        check(listed.stream().anyMatch(listing -> listing.groupId().equals(group)
+                        && "consumer".equals(listing.protocol())
+                        && listing.type().equals(Optional.of(GroupType.CLASSIC))),
+                "listGroups names " + group + " as a classic consumer group: " + listed);
+        check(groupOffsets(admin).equals(middle), "listConsumerGroupOffsets shows the commit");
+
+        // A new member of the same group resumes exactly after the committed offsets.
+        try (KafkaConsumer<byte[], byte[]> consumer = new KafkaConsumer<>(groupConsumerConfig("second"))) {
+            consumer.subscribe(List.of(topic));
+            Map<TopicPartition, Long> nextOffset = new HashMap<>();
+            middle.forEach((partition, offset) -> nextOffset.put(partition, offset.offset()));
+            checks += consumeUntil(consumer, produced, nextOffset);
+            consumer.commitSync(CALL_TIMEOUT);
+
+            ConsumerGroupDescription stable = describeGroup(admin);
+            check(stable.groupState() == GroupState.STABLE, "group stable with a member: " + stable.groupState());
+            check(stable.type() == GroupType.CLASSIC, "classic group");
+            check(!stable.isSimpleConsumerGroup(), "not a simple consumer group");
+            check(stable.members().size() == 1, "one member: " + stable.members());
+            MemberDescription member = stable.members().iterator().next();
+            check(member.clientId().equals(group + "-second"), "member's client id " + member.clientId());
+            check(member.assignment().topicPartitions().size() == PARTITIONS_AFTER_GROWTH,
+                    "member assigned " + member.assignment().topicPartitions());
+            Map<TopicPartition, OffsetAndMetadata> ends = groupOffsets(admin);
+            produced.forEach((partition, records) -> check(ends.get(partition).offset() == records.size(),
+                    partition + " committed at its end: " + ends.get(partition)));
+        }
+
+        admin.deleteConsumerGroups(List.of(group)).all().get(timeoutSeconds(), TimeUnit.SECONDS);
+        Collection<GroupListing> after = admin.listGroups(ListGroupsOptions.forConsumerGroups()).all()
+                .get(timeoutSeconds(), TimeUnit.SECONDS);
+        check(after.stream().noneMatch(listing -> listing.groupId().equals(group)), group + " deleted");
+    }
+
+    ConsumerGroupDescription describeGroup(Admin admin) throws Exception {
+        return admin.describeConsumerGroups(List.of(group)).describedGroups().get(group).get(timeoutSeconds(), TimeUnit.SECONDS);
+    }
+
+    Map<TopicPartition, OffsetAndMetadata> groupOffsets(Admin admin) throws Exception {
+        return admin.listConsumerGroupOffsets(group).partitionsToOffsetAndMetadata().get(timeoutSeconds(), TimeUnit.SECONDS);
     }
 
     void listOffsets(Admin admin, Map<TopicPartition, Map<Long, Expected>> produced) throws Exception {
@@ -439,6 +534,19 @@ public final class Scenario {
         Properties config = new Properties();
         config.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
         config.put(AdminClientConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, Long.toString(CALL_TIMEOUT.toMillis()));
+        return config;
+    }
+
+    /** A group member with Kafka's defaults but for a fresh group's start and manual commits. */
+    Properties groupConsumerConfig(String member) {
+        Properties config = new Properties();
+        config.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        config.put(ConsumerConfig.GROUP_ID_CONFIG, group);
+        config.put(ConsumerConfig.CLIENT_ID_CONFIG, group + "-" + member);
+        config.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
+        config.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
+        config.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
+        config.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false");
         return config;
     }
 
