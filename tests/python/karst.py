@@ -333,6 +333,25 @@ def create_topic(broker: Broker, name: str, partitions: int = 1, config: Optiona
     futures[name].result(timeout=timeout_s)
     wait_until(lambda: topic_partition_count(broker, name) == partitions, timeout_s=timeout_s,
                what=f"topic {name} with {partitions} partitions in metadata")
+    wait_until(lambda: partitions_answer(broker, name, partitions), timeout_s=timeout_s,
+               what=f"every partition of {name} answered by its leader")
+
+
+def partitions_answer(broker: Broker, topic: str, partitions: int) -> bool:
+    """Whether each partition's leader answers ListOffsets: Metadata names a leader as soon
+    as the controller decided it, the leader's replica takes the role a moment later (a raw
+    request in between gets NOT_LEADER_OR_FOLLOWER, which real clients retry)."""
+    from confluent_kafka import KafkaException, TopicPartition
+
+    consumer = confluent_consumer(broker)
+    try:
+        for partition in range(partitions):
+            consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=5, cached=False)
+        return True
+    except KafkaException:
+        return False
+    finally:
+        consumer.close()
 
 
 def topic_partition_count(broker: Broker, topic: str) -> int:
