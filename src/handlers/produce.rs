@@ -227,3 +227,48 @@ fn partition_response(
         .with_record_errors(record_errors)
         .with_error_message(Some(StrBytes::from_string(error.message)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused_records() -> ApiError {
+        let mut error = ApiError::new(
+            ResponseError::InvalidRecord,
+            "One or more records have been rejected",
+        );
+        error.record_errors = vec![
+            karst_storage::RecordError {
+                batch_index: 3,
+                message: "Compacted topic cannot accept message without key".into(),
+            },
+            karst_storage::RecordError {
+                batch_index: 7,
+                message: "Compacted topic cannot accept message without key".into(),
+            },
+        ];
+        error
+    }
+
+    #[test]
+    fn refused_records_are_named_from_version_8_with_the_log_start_offset() {
+        let answer = partition_response(0, Err(refused_records()), 9, Some(Offset(5)));
+        assert_eq!(answer.error_code, ResponseError::InvalidRecord.code());
+        let indexes: Vec<i32> = answer.record_errors.iter().map(|e| e.batch_index).collect();
+        assert_eq!(indexes, vec![3, 7]);
+        assert!(answer.error_message.is_some());
+        assert_eq!((answer.base_offset, answer.log_start_offset), (-1, 5));
+
+        // Version 7 has neither field: the error code alone.
+        let old = partition_response(0, Err(refused_records()), 7, Some(Offset(5)));
+        assert!(old.record_errors.is_empty() && old.error_message.is_none());
+    }
+
+    #[test]
+    fn other_refusals_answer_no_log_start_offset() {
+        let not_leader = ApiError::new(ResponseError::NotLeaderOrFollower, "led elsewhere");
+        let answer = partition_response(0, Err(not_leader), 9, Some(Offset(5)));
+        assert_eq!(answer.log_start_offset, -1);
+        assert!(answer.record_errors.is_empty());
+    }
+}
