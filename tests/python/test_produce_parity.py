@@ -212,6 +212,18 @@ def test_a_compression_type_change_applies_to_new_batches(broker):
     assert len(consume_partitions(broker, topic, {0: produced})[0]) == produced
 
 
+def test_the_broker_default_compression_type_applies_to_topics_without_their_own(brokers):
+    gzip_broker = brokers.start(settings={"compression.type": "gzip", "compression.gzip.level": "9"})
+    create_topic(gzip_broker, "broker-default")
+    create_topic(gzip_broker, "topic-override", config={"compression.type": "producer"})
+    for topic in ("broker-default", "topic-override"):
+        produce_with_confluent(gzip_broker, topic, "zstd", records_for(topic))
+    assert {batch.codec for batch in stored_batches(gzip_broker, "broker-default")} == {1}
+    assert {batch.codec for batch in stored_batches(gzip_broker, "topic-override")} == {4}
+    consumed = consume_partitions(gzip_broker, "broker-default", {0: RECORDS_PER_PRODUCER})[0]
+    assert [r.value for r in consumed] == [value for _, value, _ in records_for("broker-default")]
+
+
 # ---------------------------------------------------------------------------------------------
 # KIP-467: per-record errors
 # ---------------------------------------------------------------------------------------------
