@@ -9,9 +9,9 @@
 //! built and compressed once before the clock starts, produced with acks=all over one
 //! connection per partition, one request in flight on each.
 //!
-//! The client is Karst's own (`karst::client`) sending prebuilt batches, not librdkafka:
-//! librdkafka sends lz4 only to brokers that serve FindCoordinator, which Karst does not yet,
-//! and a client that compresses as it goes would share the two cores with the broker.
+//! The client is Karst's own (`karst::client`) sending prebuilt batches, not librdkafka: a
+//! client that compresses as it goes would share the two cores with the broker, and the
+//! figure wanted is the broker's.
 //!
 //! Reported per topic: records/s, record MB/s (uncompressed record bytes), MB/s on the wire,
 //! the broker's CPU seconds per GB of records and the bytes it stored. Environment:

@@ -19,7 +19,7 @@ import pytest
 
 from compat import KAFKA_PEER, PREPARE_TIMEOUT_S, kafka_classpath
 from karst import (
-    ERROR_NONE, RawConnection, api_versions_v0, build_batch, confluent_admin, confluent_consumer, confluent_producer,
+    ERROR_NONE, RawConnection, build_batch, confluent_admin, confluent_consumer, confluent_producer,
     consume_partitions, create_topic, encode_record, raw_produce_v9, record_batch, stored_batches,
     wait_until, watermarks,
 )
@@ -33,7 +33,6 @@ RECORDS_PER_PRODUCER = 40
 ERROR_INVALID_RECORD = 87
 ERROR_INVALID_TIMESTAMP = 32
 HOUR_MS = 3_600_000
-API_FIND_COORDINATOR = 10
 
 
 @pytest.fixture(scope="module")
@@ -55,15 +54,6 @@ def produce_with_confluent(broker, topic: str, codec: str, records) -> None:
                          on_delivery=lambda error, _message: error and failures.append(error))
     assert producer.flush(30) == 0, f"{codec}: undelivered records"
     assert not failures, f"{codec}: {failures}"
-
-
-def librdkafka_codecs(broker) -> list[int]:
-    """The codecs librdkafka sends for PRODUCER_CODECS: it sends lz4 only to brokers that
-    serve FindCoordinator (its LZ4 feature check, from the time LZ4 framing was fixed) and
-    falls back to uncompressed batches otherwise."""
-    with RawConnection(broker) as connection:
-        serves_find_coordinator = API_FIND_COORDINATOR in api_versions_v0(connection)
-    return [0 if codec == 3 and not serves_find_coordinator else codec for codec in PRODUCER_CODECS]
 
 
 def expected_codecs(topic_codec: str, producer_codecs: list[int]) -> set[int]:
@@ -91,7 +81,7 @@ def test_confluent_topics_store_batches_in_their_codec_whatever_the_producer_use
         # 4. Stored in the topic's codec (the producer's own, for `producer`), CRCs valid.
         batches = stored_batches(broker, topic)
         assert all(batch.crc_valid for batch in batches), topic
-        assert {batch.codec for batch in batches} == expected_codecs(topic_codec, librdkafka_codecs(broker)), \
+        assert {batch.codec for batch in batches} == expected_codecs(topic_codec, list(PRODUCER_CODECS)), \
             (topic, [batch.codec for batch in batches])
         assert sum(batch.records_count for batch in batches) == len(expected)
 
