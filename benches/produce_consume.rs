@@ -21,9 +21,8 @@
 //! `log.flush.interval.messages=1`; skipped, with a note on stderr, where Java or Maven is
 //! missing.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -36,61 +35,15 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+#[path = "support/mod.rs"]
+mod support;
+
+use support::{cpu_seconds, Broker};
+
 const RECORD_BYTES: usize = 200;
 const PARTITIONS: i32 = 6;
 /// Wall-clock limit of each phase: the benchmark never hangs a CI run.
 const PHASE_LIMIT: Duration = Duration::from_secs(300);
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Broker {
-    child: Child,
-    bootstrap: String,
-}
-
-impl Broker {
-    fn start(data: &Path, extra: &[&str]) -> Broker {
-        let (port, admin) = (free_port(), free_port());
-        let mut command = Command::new(env!("CARGO_BIN_EXE_karst"));
-        command
-            .arg("server")
-            .args(["--set", &format!("listeners=PLAINTEXT://127.0.0.1:{port}")])
-            .args(["--set", &format!("log.dirs={}", data.display())])
-            .args(["--set", &format!("admin.listener=127.0.0.1:{admin}")])
-            .args(["--set", &format!("num.partitions={PARTITIONS}")]);
-        for setting in extra {
-            command.args(["--set", setting]);
-        }
-        let child = command
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start karst");
-        let bootstrap = format!("127.0.0.1:{port}");
-        let started = Instant::now();
-        while std::net::TcpStream::connect(&bootstrap).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "karst did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Broker { child, bootstrap }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[derive(Default)]
 struct Deliveries {
@@ -388,21 +341,6 @@ fn apply_overrides(config: &mut ClientConfig, name: &str) {
     }
 }
 
-/// User + system CPU seconds a process has used so far (`/proc/PID/stat`, clock ticks of
-/// 10 ms as on every Linux this runs on).
-fn cpu_seconds(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let ticks = |index: usize| fields.get(index).and_then(|v| v.parse::<f64>().ok());
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    (ticks(11).unwrap_or(0.0) + ticks(12).unwrap_or(0.0)) / 100.0
-}
-
 /// CPU use of the broker and of this process (the client) while `phase` runs, as percent of
 /// one core over the phase's wall time.
 fn with_cpu<T>(broker_pid: u32, phase: impl FnOnce() -> T) -> (T, f64, f64) {
@@ -626,7 +564,7 @@ fn main() {
             continue;
         }
         let data = root.join(format!("data-{index}"));
-        let broker = Broker::start(&data, settings);
+        let broker = Broker::start(&data, PARTITIONS, settings);
         let row = measure_row(
             &broker.bootstrap,
             broker.child.id(),
@@ -675,7 +613,7 @@ fn main() {
         let data = root.join(format!("paced-{index}"));
         let backend = name.split(',').next().unwrap();
         let setting = format!("log.io.backend={backend}");
-        let broker = Broker::start(&data, &[setting.as_str()]);
+        let broker = Broker::start(&data, PARTITIONS, &[setting.as_str()]);
         let produced = produce(&broker.bootstrap, "paced", paced_records, *keys, Some(rate));
         println!(
             "| {name} | {:.1} | {:.2} | {:.2} | {:.2} |",

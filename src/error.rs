@@ -7,6 +7,8 @@ use proto_kafka::ResponseError;
 pub struct ApiError {
     pub code: ResponseError,
     pub message: String,
+    /// The records at fault, for a produce refused per record (KIP-467); empty otherwise.
+    pub record_errors: Vec<karst_storage::RecordError>,
 }
 
 impl ApiError {
@@ -14,6 +16,7 @@ impl ApiError {
         ApiError {
             code,
             message: message.into(),
+            record_errors: Vec::new(),
         }
     }
 
@@ -40,6 +43,7 @@ impl From<&karst_storage::LogError> for ApiError {
     fn from(error: &karst_storage::LogError) -> ApiError {
         use karst_storage::LogError;
         let code = match error {
+            LogError::Batch(refused) => return ApiError::from(refused),
             LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
             // A leader whose epoch is older than the log's latest has been replaced.
             LogError::OutOfOrder(_) => ResponseError::NotLeaderOrFollower,
@@ -60,10 +64,19 @@ impl From<&karst_storage::LogError> for ApiError {
 
 impl From<&karst_storage::BatchError> for ApiError {
     fn from(error: &karst_storage::BatchError) -> ApiError {
-        use karst_storage::BatchError;
+        use karst_storage::{BatchError, RecordErrorKind};
         let code = match error {
             BatchError::Corrupt(_) => ResponseError::CorruptMessage,
             BatchError::Invalid(_) => ResponseError::InvalidRecord,
+            BatchError::Records(rejected) => {
+                let code = match rejected.kind {
+                    RecordErrorKind::InvalidRecord => ResponseError::InvalidRecord,
+                    RecordErrorKind::InvalidTimestamp => ResponseError::InvalidTimestamp,
+                };
+                let mut refused = ApiError::new(code, rejected.to_string());
+                refused.record_errors = rejected.errors.clone();
+                return refused;
+            }
             BatchError::TooLarge { .. } => ResponseError::MessageTooLarge,
         };
         ApiError::new(code, error.to_string())

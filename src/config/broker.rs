@@ -92,7 +92,12 @@ pub const BROKER_KEYS: &[KeyDef] = keys![
     "log.io.backend", String, "auto", "auto (io_uring when the kernel allows it), io_uring, or portable (pwritev + fdatasync).";
     "max.incremental.fetch.session.cache.slots", Int, "1000", "Most incremental fetch sessions.";
     "fetch.zero.copy.enable", Boolean, "true", "Send fetched records with sendfile when they are in a verified segment prefix.";
-    "compression.type", String, "producer", "Broker default compression.type.";
+    "compression.type", String, "producer", "Broker default compression.type: producer (batches stored as sent), uncompressed, gzip, snappy, lz4 or zstd (batches in another codec are recompressed).";
+    "compression.gzip.level", Int, "-1", "Default compression.gzip.level (1-9, or -1 for zlib's default).";
+    "compression.lz4.level", Int, "9", "Default compression.lz4.level (1-17).";
+    "compression.zstd.level", Int, "3", "Default compression.zstd.level (-131072 to 22).";
+    "log.message.timestamp.before.max.ms", Long, "9223372036854775807", "Default message.timestamp.before.max.ms: CreateTime records older than this are refused (INVALID_TIMESTAMP).";
+    "log.message.timestamp.after.max.ms", Long, "3600000", "Default message.timestamp.after.max.ms: CreateTime records further than this in the future are refused (INVALID_TIMESTAMP).";
     "producer.id.expiration.ms", Int, "86400000", "Producer state of an idempotent producer id is forgotten this long after its newest batch.";
     "producer.id.expiration.check.interval.ms", Int, "600000", "How often expired producer ids are removed.";
     "unclean.leader.election.enable", Boolean, "false", "Default unclean.leader.election.enable.";
@@ -104,6 +109,23 @@ pub const BROKER_KEYS: &[KeyDef] = keys![
     "replica.fetch.response.max.bytes", Int, "10485760", "Bytes a follower fetches per request, all partitions together.";
     "replica.fetch.backoff.ms", Int, "1000", "Pause of a follower's fetcher after an error from its leader.";
     "replica.high.watermark.checkpoint.interval.ms", Long, "5000", "How often high watermarks are checkpointed.";
+];
+
+/// Broker keys that are topic defaults with a value range, and the topic key whose
+/// validation they share.
+const TOPIC_DEFAULTS_CHECKED: [(&str, &str); 6] = [
+    ("compression.type", "compression.type"),
+    ("compression.gzip.level", "compression.gzip.level"),
+    ("compression.lz4.level", "compression.lz4.level"),
+    ("compression.zstd.level", "compression.zstd.level"),
+    (
+        "log.message.timestamp.before.max.ms",
+        "message.timestamp.before.max.ms",
+    ),
+    (
+        "log.message.timestamp.after.max.ms",
+        "message.timestamp.after.max.ms",
+    ),
 ];
 
 pub fn key(name: &str) -> Option<&'static KeyDef> {
@@ -365,6 +387,12 @@ impl BrokerConfig {
         let timestamp_type = get("log.message.timestamp.type");
         if !matches!(timestamp_type.as_str(), "CreateTime" | "LogAppendTime") {
             bail!("invalid value for config key `log.message.timestamp.type`: `{timestamp_type}` is not CreateTime or LogAppendTime");
+        }
+        // Defaults of topic configs are checked as the topic values would be.
+        for (broker_key, topic_key) in TOPIC_DEFAULTS_CHECKED {
+            super::topic::validate(topic_key, &get(broker_key)).map_err(|problem| {
+                anyhow!("invalid value for config key `{broker_key}`: {problem}")
+            })?;
         }
         let replication = positive("default.replication.factor")?;
         let io_backend = get("log.io.backend").parse().map_err(|problem| {

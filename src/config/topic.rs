@@ -4,11 +4,13 @@
 //! `enforced` says whether Karst acts on the key today. Keys Kafka has but Karst does not
 //! act on yet are accepted and stored (clients and tools set them routinely) and are listed
 //! as such in docs/ARCHITECTURE.md; values that would promise behaviour Karst lacks
-//! (broker-side recompression) are refused with INVALID_CONFIG.
+//! (tiered storage) are refused with INVALID_CONFIG.
 
 use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
 
-use karst_storage::LogConfig;
+use karst_storage::compression::{GZIP_LEVELS, GZIP_LEVEL_DEFAULT, LZ4_LEVELS, ZSTD_LEVELS};
+use karst_storage::{CompressionLevels, LogConfig, TopicCompression};
 
 use super::{BrokerConfig, ConfigSource, ConfigType};
 
@@ -31,9 +33,9 @@ macro_rules! topic_keys {
 pub const TOPIC_KEYS: &[TopicKey] = topic_keys![
     "cleanup.policy", List, ["log.cleanup.policy"], "delete", true;
     "compression.type", String, ["compression.type"], "producer", true;
-    "compression.gzip.level", Int, [], "-1", false;
-    "compression.lz4.level", Int, [], "9", false;
-    "compression.zstd.level", Int, [], "3", false;
+    "compression.gzip.level", Int, ["compression.gzip.level"], "-1", true;
+    "compression.lz4.level", Int, ["compression.lz4.level"], "9", true;
+    "compression.zstd.level", Int, ["compression.zstd.level"], "3", true;
     "delete.retention.ms", Long, ["log.cleaner.delete.retention.ms"], "86400000", true;
     "file.delete.delay.ms", Long, [], "60000", false;
     "flush.messages", Long, ["log.flush.interval.messages"], "1", true;
@@ -45,8 +47,8 @@ pub const TOPIC_KEYS: &[TopicKey] = topic_keys![
     "local.retention.ms", Long, [], "-2", false;
     "max.compaction.lag.ms", Long, ["log.cleaner.max.compaction.lag.ms"], "9223372036854775807", true;
     "max.message.bytes", Int, ["message.max.bytes"], "1048588", true;
-    "message.timestamp.after.max.ms", Long, [], "9223372036854775807", false;
-    "message.timestamp.before.max.ms", Long, [], "9223372036854775807", false;
+    "message.timestamp.after.max.ms", Long, ["log.message.timestamp.after.max.ms"], "3600000", true;
+    "message.timestamp.before.max.ms", Long, ["log.message.timestamp.before.max.ms"], "9223372036854775807", true;
     "message.timestamp.type", String, ["log.message.timestamp.type"], "CreateTime", true;
     "min.cleanable.dirty.ratio", Double, ["log.cleaner.min.cleanable.ratio"], "0.5", true;
     "min.compaction.lag.ms", Long, ["log.cleaner.min.compaction.lag.ms"], "0", true;
@@ -144,14 +146,23 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
         "max.compaction.lag.ms" if number() < 1 => {
             Some("max.compaction.lag.ms must be at least 1".to_owned())
         }
-        "compression.type" => match value {
-            "producer" => None,
-            "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd" => Some(
-                "Karst stores batches as produced; only compression.type=producer is supported"
-                    .to_owned(),
-            ),
-            other => Some(format!("{other} is not a valid compression.type")),
-        },
+        "compression.type" if TopicCompression::parse(value).is_none() => Some(
+            "String must be one of: uncompressed, zstd, lz4, snappy, gzip, producer".to_owned(),
+        ),
+        "compression.gzip.level"
+            if number() != i64::from(GZIP_LEVEL_DEFAULT) && !in_range(number(), &GZIP_LEVELS) =>
+        {
+            Some(format!(
+                "Value must be between {} and {}, or {GZIP_LEVEL_DEFAULT} for the default",
+                GZIP_LEVELS.start(),
+                GZIP_LEVELS.end()
+            ))
+        }
+        "compression.lz4.level" => level_problem(number(), &LZ4_LEVELS),
+        "compression.zstd.level" => level_problem(number(), &ZSTD_LEVELS),
+        "message.timestamp.before.max.ms" | "message.timestamp.after.max.ms" if number() < 0 => {
+            Some(format!("{name} must be at least 0"))
+        }
         "message.timestamp.type" if !matches!(value, "CreateTime" | "LogAppendTime") => {
             Some(format!("{value} is not CreateTime or LogAppendTime"))
         }
@@ -181,6 +192,21 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
     }
 }
 
+fn in_range(value: i64, range: &RangeInclusive<i32>) -> bool {
+    (i64::from(*range.start())..=i64::from(*range.end())).contains(&value)
+}
+
+/// Kafka's complaint about a compression level outside `range`.
+fn level_problem(level: i64, range: &RangeInclusive<i32>) -> Option<String> {
+    if level < i64::from(*range.start()) {
+        Some(format!("Value must be at least {}", range.start()))
+    } else if level > i64::from(*range.end()) {
+        Some(format!("Value must be no more than {}", range.end()))
+    } else {
+        None
+    }
+}
+
 /// The storage settings of a topic: overrides over broker defaults.
 pub fn log_config(overrides: &BTreeMap<String, String>, broker: &BrokerConfig) -> LogConfig {
     let value = |name: &str| resolve(key(name).expect("declared"), overrides, broker).value;
@@ -197,6 +223,14 @@ pub fn log_config(overrides: &BTreeMap<String, String>, broker: &BrokerConfig) -
         flush_ms: long("flush.ms"),
         max_message_bytes: long("max.message.bytes").max(0) as usize,
         log_append_time: value("message.timestamp.type") == "LogAppendTime",
+        message_timestamp_before_max_ms: long("message.timestamp.before.max.ms"),
+        message_timestamp_after_max_ms: long("message.timestamp.after.max.ms"),
+        compression: TopicCompression::parse(&value("compression.type")).expect("validated"),
+        compression_levels: CompressionLevels {
+            gzip: long("compression.gzip.level") as i32,
+            lz4: long("compression.lz4.level") as i32,
+            zstd: long("compression.zstd.level") as i32,
+        },
         cleanup_delete: policies.contains(&"delete"),
         cleanup_compact: policies.contains(&"compact"),
         delete_retention_ms: long("delete.retention.ms"),
@@ -270,5 +304,61 @@ mod tests {
         assert!(validate("min.cleanable.dirty.ratio", "1.5").is_err());
         assert!(validate("retention.ms", "-1").is_ok());
         assert!(validate("message.timestamp.type", "LogAppendTime").is_ok());
+    }
+
+    #[test]
+    fn every_kafka_compression_type_and_level_range_is_accepted() {
+        for codec in ["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"] {
+            assert!(validate("compression.type", codec).is_ok(), "{codec}");
+        }
+        assert!(validate("compression.type", "none").is_err());
+        assert!(validate("compression.type", "brotli").is_err());
+        for (name, good, bad) in [
+            (
+                "compression.gzip.level",
+                ["-1", "1", "9"],
+                ["0", "10", "-2"],
+            ),
+            ("compression.lz4.level", ["1", "9", "17"], ["0", "18", "-1"]),
+            (
+                "compression.zstd.level",
+                ["-131072", "3", "22"],
+                ["-131073", "23", "x"],
+            ),
+        ] {
+            for value in good {
+                assert!(validate(name, value).is_ok(), "{name}={value}");
+            }
+            for value in bad {
+                assert!(validate(name, value).is_err(), "{name}={value}");
+            }
+        }
+        assert!(validate("message.timestamp.after.max.ms", "-1").is_err());
+    }
+
+    #[test]
+    fn compression_and_timestamp_bounds_reach_the_log_config() {
+        let broker = BrokerConfig::load(
+            None,
+            &[
+                "compression.type=lz4".to_owned(),
+                "compression.zstd.level=7".to_owned(),
+            ],
+        )
+        .unwrap();
+        let mut overrides = BTreeMap::new();
+        let config = log_config(&overrides, &broker);
+        assert_eq!(config.compression, TopicCompression::parse("lz4").unwrap());
+        assert_eq!(config.compression_levels.zstd, 7);
+        assert_eq!(config.message_timestamp_after_max_ms, 3_600_000);
+        assert_eq!(config.message_timestamp_before_max_ms, i64::MAX);
+        overrides.insert("compression.type".to_owned(), "producer".to_owned());
+        overrides.insert(
+            "message.timestamp.before.max.ms".to_owned(),
+            "1000".to_owned(),
+        );
+        let config = log_config(&overrides, &broker);
+        assert_eq!(config.compression, TopicCompression::Producer);
+        assert_eq!(config.message_timestamp_before_max_ms, 1000);
     }
 }

@@ -229,7 +229,8 @@ impl ReplicaManager {
 
     /// Validates `records` and queues them as the leader's append; the receiver yields once
     /// they are durable here (acks=all then waits for the high watermark, see
-    /// [`super::purgatory`]). Nothing of a request with an invalid batch is stored.
+    /// [`super::purgatory`]), or with the storage thread's refusal (record errors, KIP-467).
+    /// Nothing of a request with an invalid batch or record is stored.
     pub fn append(
         &self,
         partition: &Arc<Partition>,
@@ -255,18 +256,11 @@ impl ReplicaManager {
                 ),
             ));
         }
+        // Framing and CRC are checked here; record-level checks and recompression run on the
+        // log's storage thread (karst_storage::validator), off the network threads.
         let config = partition.log.config();
         let batches =
             validate_produced(records, config.max_message_bytes).map_err(|e| ApiError::from(&e))?;
-        if config.cleanup_compact {
-            for batch in &batches {
-                batch.check_every_record_keyed().map_err(|error| {
-                    let mut refused = ApiError::from(&error);
-                    refused.message = format!("{}: {}", partition.topic_partition, refused.message);
-                    refused
-                })?;
-            }
-        }
         let messages: i64 = batches.iter().map(|b| b.records_count()).sum();
         let (sender, receiver) = oneshot::channel();
         let waker = Arc::clone(partition);

@@ -1,13 +1,16 @@
 //! Record batches (magic 2) as bytes: header access, validation of what producers send,
 //! and the in-place rewrite of base offset and partition leader epoch on append.
 //!
-//! Batches are stored byte-for-byte as produced. Only the first 17 bytes (base offset,
-//! length, partition leader epoch, magic) change on append, and none of them is covered by
-//! the CRC (which starts at byte 21), so the producer's CRC stays valid on disk.
+//! Batches are stored byte-for-byte as produced unless the topic asks otherwise
+//! (LogAppendTime, or a `compression.type` other than the batch's codec: see
+//! [`crate::validator`]). Only the first 17 bytes (base offset, length, partition leader
+//! epoch, magic) change on append, and none of them is covered by the CRC (which starts at
+//! byte 21), so the producer's CRC stays valid on disk.
 
 use bytes::Bytes;
 
 use crate::types::{LeaderEpoch, Offset};
+use crate::validator::RejectedRecords;
 
 /// Bytes before the first record of a batch.
 pub const BATCH_HEADER_BYTES: usize = 61;
@@ -47,6 +50,10 @@ pub enum BatchError {
     /// Well-formed but not acceptable: Kafka's INVALID_RECORD.
     #[error("invalid record batch: {0}")]
     Invalid(String),
+    /// Some records are not acceptable (KIP-467): INVALID_RECORD or INVALID_TIMESTAMP, with
+    /// the records named.
+    #[error("{0}")]
+    Records(RejectedRecords),
     /// Larger than `max.message.bytes`: Kafka's MESSAGE_TOO_LARGE.
     #[error("record batch of {size_bytes} bytes exceeds max.message.bytes {limit_bytes}")]
     TooLarge {
@@ -167,20 +174,6 @@ impl ValidBatch {
         i64::from(self.header.last_offset_delta) + 1
     }
 
-    /// Checks that every record of the batch has a key, as a compacted topic requires:
-    /// the cleaner keeps the latest record per key, so a keyless one has no meaning there
-    /// and Kafka refuses it with INVALID_RECORD. Compressed batches are decompressed to look.
-    pub fn check_every_record_keyed(&self) -> Result<(), BatchError> {
-        match crate::cleaner::filter::first_keyless_record(&self.bytes, &self.header) {
-            Ok(None) => Ok(()),
-            Ok(Some(index)) => Err(BatchError::Invalid(format!(
-                "a compacted topic cannot accept a record without a key \
-                 (record {index} of the batch)"
-            ))),
-            Err(problem) => Err(BatchError::Corrupt(problem)),
-        }
-    }
-
     /// The 17-byte prefix this batch gets on disk: the assigned base offset and the leader
     /// epoch replace what the producer sent; length and magic are kept.
     pub fn rewritten_prefix(
@@ -211,6 +204,34 @@ impl ValidBatch {
         self.header = BatchHeader::parse(&owned).expect("header was valid before stamping");
         self.bytes = Bytes::from(owned);
     }
+}
+
+/// Fills in length and CRC of a batch whose other fields are written.
+pub(crate) fn seal(mut batch: Vec<u8>) -> Vec<u8> {
+    let length = (batch.len() - LOG_OVERHEAD_BYTES) as i32;
+    batch[LENGTH_OFFSET..LENGTH_OFFSET + 4].copy_from_slice(&length.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[ATTRIBUTES_OFFSET..]);
+    batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    batch
+}
+
+/// The header of `batch` with new attributes, timestamps and record count.
+pub(crate) fn header_with(
+    batch: &[u8],
+    attributes: i16,
+    base_timestamp: i64,
+    max_timestamp: i64,
+    records_count: i32,
+) -> Vec<u8> {
+    let mut header = batch[..BATCH_HEADER_BYTES].to_vec();
+    header[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
+    header[BASE_TIMESTAMP_OFFSET..BASE_TIMESTAMP_OFFSET + 8]
+        .copy_from_slice(&base_timestamp.to_be_bytes());
+    header[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8]
+        .copy_from_slice(&max_timestamp.to_be_bytes());
+    header[RECORDS_COUNT_OFFSET..RECORDS_COUNT_OFFSET + 4]
+        .copy_from_slice(&records_count.to_be_bytes());
+    header
 }
 
 /// Splits the `records` field of a produce request into validated batches.

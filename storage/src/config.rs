@@ -1,5 +1,7 @@
 //! Per-log settings, in the units of Kafka's topic configs of the same names.
 
+use crate::compression::{CompressionLevels, TopicCompression};
+
 /// Settings of one partition log. The broker derives them from topic configs
 /// (`segment.bytes`, `retention.ms`, `flush.messages`, ...) over broker defaults.
 #[derive(Clone, Debug, PartialEq)]
@@ -23,6 +25,16 @@ pub struct LogConfig {
     pub max_message_bytes: usize,
     /// `message.timestamp.type=LogAppendTime`.
     pub log_append_time: bool,
+    /// `message.timestamp.before.max.ms`: a CreateTime record older than now minus this is
+    /// refused with INVALID_TIMESTAMP (`i64::MAX`: no bound).
+    pub message_timestamp_before_max_ms: i64,
+    /// `message.timestamp.after.max.ms`: a CreateTime record newer than now plus this is
+    /// refused with INVALID_TIMESTAMP (`i64::MAX`: no bound).
+    pub message_timestamp_after_max_ms: i64,
+    /// `compression.type`: the codec batches are stored in, or the producer's.
+    pub compression: TopicCompression,
+    /// `compression.gzip.level`, `compression.lz4.level`, `compression.zstd.level`.
+    pub compression_levels: CompressionLevels,
     /// `cleanup.policy` holds `delete`: retention deletes old segments.
     pub cleanup_delete: bool,
     /// `cleanup.policy` holds `compact`: the cleaner keeps the latest record of each key.
@@ -54,6 +66,10 @@ impl Default for LogConfig {
             flush_ms: i64::MAX,
             max_message_bytes: 1_048_588,
             log_append_time: false,
+            message_timestamp_before_max_ms: i64::MAX,
+            message_timestamp_after_max_ms: i64::MAX,
+            compression: TopicCompression::Producer,
+            compression_levels: CompressionLevels::default(),
             cleanup_delete: true,
             cleanup_compact: false,
             delete_retention_ms: 24 * 3600 * 1000,

@@ -31,6 +31,11 @@ pub enum LogError {
     /// request was written; the rest of its group is unaffected.
     #[error(transparent)]
     Producer(#[from] crate::producer_state::ProducerError),
+    /// The leader's validation refused the batches (record errors, a recompressed batch
+    /// over `max.message.bytes`): nothing of the request was written; the rest of its group
+    /// is unaffected.
+    #[error(transparent)]
+    Batch(#[from] crate::batch::BatchError),
     /// An I/O call failed on `path`.
     #[error("{operation} {path}: {source}")]
     Io {
@@ -58,6 +63,7 @@ impl LogError {
             LogError::OutOfOrder(reason) => LogError::OutOfOrder(reason.clone()),
             LogError::Offline(reason) => LogError::Offline(reason.clone()),
             LogError::Producer(error) => LogError::Producer(error.clone()),
+            LogError::Batch(error) => LogError::Batch(error.clone()),
             LogError::OutOfSpace(reason) => LogError::OutOfSpace(reason.clone()),
             LogError::Corrupt { path, position } => LogError::Corrupt {
                 path: path.clone(),
@@ -78,7 +84,7 @@ impl LogError {
     /// True for a refusal of one request that leaves the log and the other appends of its
     /// group untouched.
     pub fn is_request_refusal(&self) -> bool {
-        matches!(self, LogError::Producer(_))
+        matches!(self, LogError::Producer(_) | LogError::Batch(_))
     }
 
     pub(crate) fn io(

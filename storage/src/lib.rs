@@ -6,6 +6,9 @@
 //! |---|---|
 //! | [`types`] | `Offset`, `LeaderEpoch`, `ProducerId`, `ProducerEpoch`, `TopicPartition` |
 //! | [`batch`] | record batch headers, validation of produced batches, offset rewrite |
+//! | [`record`] | the records inside a batch: parsing, re-framing |
+//! | [`compression`] | codecs, `compression.type` and levels, bounded decompression |
+//! | [`validator`] | a leader's checks and changes to produced batches: KIP-467 record errors, timestamps, recompression |
 //! | [`index`] | sparse `.index` / `.timeindex` |
 //! | [`segment`] | one `.log` file and its recovery scan |
 //! | [`log`] | a partition log: offsets, reads, retention, recovery, the append plan |
@@ -26,6 +29,7 @@ pub mod batch;
 pub mod checkpoint;
 pub mod cleaner;
 pub mod committer;
+pub mod compression;
 pub mod config;
 pub mod epoch_cache;
 pub mod error;
@@ -34,13 +38,16 @@ pub mod io;
 pub mod log;
 pub mod manager;
 pub mod producer_state;
+pub(crate) mod record;
 pub mod segment;
 pub mod space;
 pub mod types;
 pub mod uring;
+pub mod validator;
 
 pub use batch::{validate_produced, validate_replicated, BatchError, BatchHeader, ValidBatch};
 pub use cleaner::{CleanStats, Cleaner, CleanerOptions, LogCleaner};
+pub use compression::{Codec, CompressionLevels, TopicCompression};
 pub use config::LogConfig;
 pub use epoch_cache::EpochEnd;
 pub use error::LogError;
@@ -49,3 +56,4 @@ pub use log::{AppendInfo, AppendOrigin, Log, LogOffsets, ReadData};
 pub use manager::{LogManager, LogManagerOptions};
 pub use producer_state::{ProducerEntry, ProducerError};
 pub use types::{LeaderEpoch, Offset, ProducerEpoch, ProducerId, TopicPartition};
+pub use validator::{RecordError, RecordErrorKind, RejectedRecords};

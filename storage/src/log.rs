@@ -425,6 +425,14 @@ impl Log {
         now_ms: i64,
     ) -> Result<WritePlan, LogError> {
         let config = self.config();
+        // Record checks and recompression happen here, on the log's storage thread, before
+        // anything is reserved: a refusal leaves no trace.
+        let batches = match origin {
+            AppendOrigin::Leader(_) => {
+                crate::validator::prepare_produced(batches, &config, &self.partition, now_ms)?
+            }
+            AppendOrigin::Replica => batches,
+        };
         let mut pieces: Vec<(Arc<SegmentFile>, u64, Vec<Bytes>)> = Vec::new();
         let mut created_segment = false;
         let mut state = self.lock();
@@ -443,7 +451,7 @@ impl Log {
         // The last batch was a duplicate: its original (offsets, append time) answers.
         let mut last_duplicate = None;
         let mut records = 0;
-        for (mut batch, verdict) in batches.into_iter().zip(verdicts) {
+        for (batch, verdict) in batches.into_iter().zip(verdicts) {
             if let Verdict::Duplicate(original) = verdict {
                 first_offset.get_or_insert(original.base_offset);
                 last_duplicate = Some(original);
@@ -451,12 +459,7 @@ impl Log {
             }
             last_duplicate = None;
             let epoch = match origin {
-                AppendOrigin::Leader(epoch) => {
-                    if config.log_append_time {
-                        batch.stamp_log_append_time(now_ms);
-                    }
-                    epoch
-                }
+                AppendOrigin::Leader(epoch) => epoch,
                 AppendOrigin::Replica => batch.header.leader_epoch,
             };
             let active = state.active();

@@ -32,7 +32,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 LOOPBACK = "127.0.0.1"
 
@@ -578,6 +578,59 @@ def record_batch(values: list[bytes], timestamp_ms: int, keys: Optional[list[Opt
     return struct.pack(">qi", 0, len(after_length)) + after_length
 
 
+# Batch attribute bits (Kafka protocol guide, "Record Batch").
+CODEC_MASK = 0x07
+TIMESTAMP_TYPE_LOG_APPEND_TIME = 0x08
+
+
+def build_batch(records: list[bytes], base_timestamp_ms: int, max_timestamp_ms: int, codec: int = 0,
+                compress: Optional[Callable[[bytes], bytes]] = None, attributes: int = 0) -> bytes:
+    """A magic-2 batch of already encoded `records` (see `encode_record`), base offset 0, no
+    producer id; `compress` turns the records' bytes into the body of codec `codec`."""
+    body = b"".join(records)
+    if compress is not None:
+        body = compress(body)
+    after_crc = struct.pack(">hiqqqhii", attributes | codec, len(records) - 1, base_timestamp_ms,
+                            max_timestamp_ms, -1, -1, -1, len(records)) + body
+    after_length = struct.pack(">ibI", -1, 2, crc32c(after_crc)) + after_crc
+    return struct.pack(">qi", 0, len(after_length)) + after_length
+
+
+@dataclass
+class StoredBatch:
+    base_offset: int
+    attributes: int
+    records_count: int
+    max_timestamp_ms: int
+    crc_valid: bool
+    data: bytes
+
+    @property
+    def codec(self) -> int:
+        return self.attributes & CODEC_MASK
+
+
+def stored_batches(broker: "Broker", topic: str, partition: int = 0) -> list[StoredBatch]:
+    """Every batch in the partition's segment files as the broker wrote it, in offset order."""
+    batches = []
+    for segment in sorted(broker.partition_dir(topic, partition).glob("*.log")):
+        data = segment.read_bytes()
+        position = 0
+        while position + 61 <= len(data):
+            base_offset, length = struct.unpack_from(">qi", data, position)
+            if length <= 0:
+                break  # preallocated tail
+            batch = data[position:position + 12 + length]
+            (crc,) = struct.unpack_from(">I", batch, 17)
+            attributes, = struct.unpack_from(">h", batch, 21)
+            (max_timestamp,) = struct.unpack_from(">q", batch, 35)
+            (count,) = struct.unpack_from(">i", batch, 57)
+            batches.append(StoredBatch(base_offset, attributes, count, max_timestamp,
+                                       crc32c(batch[21:]) == crc, batch))
+            position += 12 + length
+    return batches
+
+
 def produce_request_v9(correlation_id: int, topic: str, partition: int, records: bytes,
                        acks: int = -1, timeout_ms: int = 10000) -> bytes:
     """A complete framed Produce v9 request (flexible version: compact types, tagged fields)."""
@@ -646,6 +699,9 @@ class ProducePartitionResponse:
     base_offset: int
     log_start_offset: int
     error_message: Optional[str]
+    log_append_time_ms: int = -1
+    # (batch_index, message) per refused record (KIP-467, v8+).
+    record_errors: list = field(default_factory=list)
 
 
 def parse_produce_response_v9(body: bytes) -> list[ProducePartitionResponse]:
@@ -655,15 +711,17 @@ def parse_produce_response_v9(body: bytes) -> list[ProducePartitionResponse]:
     for _ in range(reader.compact_array_length()):
         topic = reader.compact_string()
         for _ in range(reader.compact_array_length()):
-            partition, error_code, base_offset, _log_append_time, log_start_offset = reader.unpack(">ihqqq")
+            partition, error_code, base_offset, log_append_time, log_start_offset = reader.unpack(">ihqqq")
+            record_errors = []
             for _ in range(reader.compact_array_length()):
-                reader.unpack(">i")
-                reader.compact_string()
+                batch_index = reader.unpack(">i")
+                record_errors.append((batch_index, reader.compact_string()))
                 reader.skip_tagged_fields()
             error_message = reader.compact_string()
             reader.skip_tagged_fields()
             results.append(ProducePartitionResponse(topic, partition, error_code, base_offset,
-                                                    log_start_offset, error_message))
+                                                    log_start_offset, error_message, log_append_time,
+                                                    record_errors))
         reader.skip_tagged_fields()
     reader.unpack(">i")  # throttle_time_ms
     reader.skip_tagged_fields()

@@ -66,10 +66,6 @@ KNOWN_DIFFERENCES: dict[tuple[str, str], str] = {
         "are not 0..n-1 (INVALID_RECORD); Kafka 4.4.0 stores it as it is",
     ("produce", r"after the errors\..*\.base_offset"):
         "follows from the batch Kafka stored and Karst refused just before",
-    ("produce", r"null key to a compacted topic \(KIP-467\)\..*\.(record_errors|log_start_offset)"):
-        "both refuse with INVALID_RECORD, but Karst names no record (record_errors empty, KIP-467 "
-        "asks for batch_index 0) and answers log_start_offset -1 where Kafka gives the partition's; "
-        "to fix in Karst",
 }
 
 
@@ -180,9 +176,10 @@ def differences(path: str, kafka: Any, karst: Any) -> list[tuple[str, Any, Any]]
 # ---------------------------------------------------------------------------------------------
 
 
-def batch(records: list[bytes], last_offset_delta: int, corrupt_crc: bool = False) -> bytes:
-    after_crc = struct.pack(">hiqqqhii", 0, last_offset_delta, BATCH_TIMESTAMP_MS,
-                            BATCH_TIMESTAMP_MS + last_offset_delta, -1, -1, -1, len(records)) + b"".join(records)
+def batch(records: list[bytes], last_offset_delta: int, corrupt_crc: bool = False,
+          base_timestamp_ms: int = BATCH_TIMESTAMP_MS) -> bytes:
+    after_crc = struct.pack(">hiqqqhii", 0, last_offset_delta, base_timestamp_ms,
+                            base_timestamp_ms + last_offset_delta, -1, -1, -1, len(records)) + b"".join(records)
     crc = crc32c(after_crc) ^ (0x5A5A5A5A if corrupt_crc else 0)
     after_length = struct.pack(">ibI", 0, 2, crc) + after_crc
     return struct.pack(">qi", 0, len(after_length)) + after_length
@@ -339,10 +336,15 @@ def case_metadata(peer: Peer) -> dict:
 
 
 def case_produce(peer: Peer) -> dict:
-    create_topics(peer, [{"name": "pr"}, {"name": "pr-compacted", "configs": {"cleanup.policy": "compact"}}])
-    wait_for_leaders(peer, "pr")
-    wait_for_leaders(peer, "pr-compacted")
+    create_topics(peer, [{"name": "pr"}, {"name": "pr-compacted", "configs": {"cleanup.policy": "compact"}},
+                         {"name": "pr-zstd", "configs": {"compression.type": "zstd", "compression.zstd.level": "9"}},
+                         {"name": "pr-old", "configs": {"message.timestamp.before.max.ms": "3600000"}}])
+    for topic in ("pr", "pr-compacted", "pr-zstd", "pr-old"):
+        wait_for_leaders(peer, topic)
     unkeyed = batch([encode_record(0, 0, None, b"no key")], 0)
+    some_unkeyed = batch([encode_record(i, 0, None if i in (1, 3) else b"k", b"v") for i in range(5)], 4)
+    ahead_ms = int(time.time() * 1000) + 2 * 3_600_000
+    ahead = batch([encode_record(0, 0, b"k", b"v")], 0, base_timestamp_ms=ahead_ms)
     wrong_deltas = batch([encode_record(0, 0, b"k", b"v0"), encode_record(5, 0, b"k", b"v1")], 1)
     return {
         "valid batch": produce(peer, "pr", 0, good_batch()),
@@ -353,6 +355,10 @@ def case_produce(peer: Peer) -> dict:
         "acks 2": produce(peer, "pr", 0, good_batch(), acks=2),
         "record offset deltas not 0..n-1 (KIP-467)": produce(peer, "pr", 0, wrong_deltas),
         "null key to a compacted topic (KIP-467)": produce(peer, "pr-compacted", 0, unkeyed),
+        "null keys 1 and 3 of 5 to a compacted topic (KIP-467)": produce(peer, "pr-compacted", 0, some_unkeyed),
+        "timestamps older than before.max.ms (KIP-467)": produce(peer, "pr-old", 0, good_batch()),
+        "a timestamp two hours ahead (after.max.ms default)": produce(peer, "pr", 0, ahead),
+        "to a zstd topic (recompressed)": produce(peer, "pr-zstd", 0, good_batch()),
         "after the errors": produce(peer, "pr", 0, good_batch(1)),
     }
 

@@ -20,23 +20,15 @@
 //!
 //! Untouched batches are copied as stored, so their producer's CRC stays.
 
-use bytes::{Buf, BufMut, Bytes};
-use proto_kafka::compression::{self, Compressor, Decompressor};
-use proto_kafka::protocol::buf::ByteBuf;
+use bytes::Bytes;
 
-use crate::batch::write_varint;
 use crate::batch::{
-    read_varint, BatchHeader, ATTRIBUTES_OFFSET, BASE_TIMESTAMP_OFFSET, BATCH_HEADER_BYTES,
-    COMPRESSION_MASK, CRC_OFFSET, DELETE_HORIZON_BIT, LENGTH_OFFSET, LOG_OVERHEAD_BYTES,
-    MAX_TIMESTAMP_OFFSET, RECORDS_COUNT_OFFSET,
+    header_with, seal, BatchHeader, BATCH_HEADER_BYTES, COMPRESSION_MASK, DELETE_HORIZON_BIT,
 };
 use crate::cleaner::offset_map::OffsetMap;
+use crate::compression::{self, Codec, CompressionLevels, DECOMPRESSED_BATCH_BYTES_MAX};
+use crate::record::{parse_records, write_reframed, RecordView};
 use crate::types::Offset;
-
-/// Largest decompressed record data of one batch the cleaner accepts. Stored batches were
-/// at most `max.message.bytes` compressed; this bounds what a pathological one can expand
-/// to in the cleaner's memory.
-pub const DECOMPRESSED_BATCH_BYTES_MAX: usize = 256 * 1024 * 1024;
 
 /// What to keep for a round of cleaning.
 pub struct FilterRules<'a> {
@@ -71,162 +63,21 @@ pub struct FilterOutcome {
     pub tombstone_horizon_ms: Option<i64>,
 }
 
-/// One record of a decompressed batch.
-struct RecordView<'a> {
-    offset: Offset,
-    timestamp: i64,
-    key: Option<&'a [u8]>,
-    has_value: bool,
-    /// The record's bytes with its length prefix.
-    framed: &'a [u8],
-    /// The record's attributes byte.
-    attributes: u8,
-    /// The record's bytes after its timestamp delta (offset delta, key, value, headers).
-    after_timestamp: &'a [u8],
-}
-
-fn corrupt(what: impl Into<String>) -> String {
-    what.into()
-}
-
-/// Reads a length-prefixed byte field (-1: null).
-fn read_bytes_field(bytes: &[u8]) -> Result<(Option<&[u8]>, usize), String> {
-    let (length, used) = read_varint(bytes).ok_or_else(|| corrupt("bad length varint"))?;
-    if length < 0 {
-        return Ok((None, used));
-    }
-    let end = used + length as usize;
-    if end > bytes.len() {
-        return Err(corrupt("field runs past its record"));
-    }
-    Ok((Some(&bytes[used..end]), end))
-}
-
-fn parse_records<'a>(
-    data: &'a [u8],
-    header: &BatchHeader,
-    base_timestamp: i64,
-) -> Result<Vec<RecordView<'a>>, String> {
-    let mut records = Vec::with_capacity(header.records_count.max(0) as usize);
-    let mut rest = data;
-    for index in 0..header.records_count.max(0) {
-        let (length, used) =
-            read_varint(rest).ok_or_else(|| corrupt(format!("record {index}: bad length")))?;
-        if length < 1 || used + length as usize > rest.len() {
-            return Err(corrupt(format!(
-                "record {index}: length {length} past the batch"
-            )));
-        }
-        let framed = &rest[..used + length as usize];
-        let body = &framed[used..];
-        rest = &rest[framed.len()..];
-        let attributes = body[0];
-        let (timestamp_delta, timestamp_used) = read_varint(&body[1..])
-            .ok_or_else(|| corrupt(format!("record {index}: bad timestamp delta")))?;
-        let after_timestamp = &body[1 + timestamp_used..];
-        let (offset_delta, offset_used) = read_varint(after_timestamp)
-            .ok_or_else(|| corrupt(format!("record {index}: bad offset delta")))?;
-        let (key, key_used) = read_bytes_field(&after_timestamp[offset_used..])
-            .map_err(|problem| format!("record {index}: key: {problem}"))?;
-        let (value, _) = read_bytes_field(&after_timestamp[offset_used + key_used..])
-            .map_err(|problem| format!("record {index}: value: {problem}"))?;
-        records.push(RecordView {
-            offset: header.base_offset.plus(offset_delta),
-            timestamp: base_timestamp.saturating_add(timestamp_delta),
-            key,
-            has_value: value.is_some(),
-            framed,
-            attributes,
-            after_timestamp,
-        });
-    }
-    if !rest.is_empty() {
-        return Err(corrupt(format!(
-            "{} bytes after the last record",
-            rest.len()
-        )));
-    }
-    Ok(records)
-}
-
-fn decompress_with<D: Decompressor<Bytes>>(compressed: Bytes) -> Result<Bytes, String>
-where
-    D::Buf: ByteBuf,
-{
-    let mut compressed = compressed;
-    D::decompress(&mut compressed, |data: &mut D::Buf| {
-        Ok(data.copy_to_bytes(data.remaining()))
-    })
-    .map_err(|error| format!("decompression failed: {error}"))
-}
-
-fn compress_with<C: Compressor<Vec<u8>>>(out: &mut Vec<u8>, raw: &[u8]) -> Result<(), String> {
-    C::compress(out, |buffer: &mut C::BufMut| {
-        buffer.put_slice(raw);
-        Ok(())
-    })
-    .map_err(|error| format!("compression failed: {error}"))
-}
-
 /// The batch's record data, decompressed.
 fn record_data(batch: &Bytes, header: &BatchHeader) -> Result<Bytes, String> {
+    let codec = Codec::from_id(header.compression_codec())
+        .ok_or_else(|| format!("unknown compression codec {}", header.compression_codec()))?;
     let body = batch.slice(BATCH_HEADER_BYTES..header.size_bytes);
-    let data = match header.compression_codec() {
-        0 => body,
-        1 => decompress_with::<compression::Gzip>(body)?,
-        2 => decompress_with::<compression::Snappy>(body)?,
-        3 => decompress_with::<compression::Lz4>(body)?,
-        4 => decompress_with::<compression::Zstd>(body)?,
-        other => return Err(format!("unknown compression codec {other}")),
-    };
-    if data.len() > DECOMPRESSED_BATCH_BYTES_MAX {
-        return Err(format!(
-            "batch expands to {} bytes, over the cleaner's {DECOMPRESSED_BATCH_BYTES_MAX}",
-            data.len()
-        ));
-    }
-    Ok(data)
+    compression::decompress(codec, body, DECOMPRESSED_BATCH_BYTES_MAX)
+        .map_err(|error| error.to_string())
 }
 
-fn compress(codec: i16, raw: &[u8]) -> Result<Vec<u8>, String> {
-    let mut out = Vec::with_capacity(raw.len() / 2 + 64);
-    match codec {
-        0 => out.extend_from_slice(raw),
-        1 => compress_with::<compression::Gzip>(&mut out, raw)?,
-        2 => compress_with::<compression::Snappy>(&mut out, raw)?,
-        3 => compress_with::<compression::Lz4>(&mut out, raw)?,
-        4 => compress_with::<compression::Zstd>(&mut out, raw)?,
-        other => return Err(format!("unknown compression codec {other}")),
-    }
-    Ok(out)
-}
-
-/// Fills in length and CRC of a batch whose other fields are written.
-fn seal(mut batch: Vec<u8>) -> Vec<u8> {
-    let length = (batch.len() - LOG_OVERHEAD_BYTES) as i32;
-    batch[LENGTH_OFFSET..LENGTH_OFFSET + 4].copy_from_slice(&length.to_be_bytes());
-    let crc = crc32c::crc32c(&batch[ATTRIBUTES_OFFSET..]);
-    batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
-    batch
-}
-
-/// The header of `batch` with new attributes, timestamps and record count.
-fn header_with(
-    batch: &[u8],
-    attributes: i16,
-    base_timestamp: i64,
-    max_timestamp: i64,
-    records_count: i32,
-) -> Vec<u8> {
-    let mut header = batch[..BATCH_HEADER_BYTES].to_vec();
-    header[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
-    header[BASE_TIMESTAMP_OFFSET..BASE_TIMESTAMP_OFFSET + 8]
-        .copy_from_slice(&base_timestamp.to_be_bytes());
-    header[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8]
-        .copy_from_slice(&max_timestamp.to_be_bytes());
-    header[RECORDS_COUNT_OFFSET..RECORDS_COUNT_OFFSET + 4]
-        .copy_from_slice(&records_count.to_be_bytes());
-    header
+/// Record data compressed again with the batch's own codec (at Kafka's default levels).
+fn compress(header: &BatchHeader, raw: &[u8]) -> Result<Vec<u8>, String> {
+    let codec = Codec::from_id(header.compression_codec())
+        .ok_or_else(|| format!("unknown compression codec {}", header.compression_codec()))?;
+    compression::compress(codec, raw, &CompressionLevels::default())
+        .map_err(|error| error.to_string())
 }
 
 /// Kafka's empty batch header: no records, no compression, the original offsets,
@@ -255,14 +106,6 @@ pub fn for_each_key(
         }
     }
     Ok(())
-}
-
-/// The index within `batch` of its first record without a key, if any. Compressed batches
-/// are decompressed to look.
-pub fn first_keyless_record(batch: &Bytes, header: &BatchHeader) -> Result<Option<usize>, String> {
-    let data = record_data(batch, header)?;
-    let records = parse_records(&data, header, header.base_timestamp)?;
-    Ok(records.iter().position(|record| record.key.is_none()))
 }
 
 /// Decides what stays of `batch` (one whole stored batch) and builds its new bytes.
@@ -341,12 +184,12 @@ pub fn filter_batch(
             continue;
         }
         // Re-frame the record with its timestamp delta against the horizon.
-        let mut body = Vec::with_capacity(record.framed.len() + 8);
-        body.push(record.attributes);
-        write_varint(&mut body, record.timestamp - base_timestamp);
-        body.extend_from_slice(record.after_timestamp);
-        write_varint(&mut raw, body.len() as i64);
-        raw.extend_from_slice(&body);
+        write_reframed(
+            &mut raw,
+            record,
+            record.timestamp - base_timestamp,
+            record.offset_delta,
+        );
     }
     let max_timestamp = if header.uses_log_append_time() {
         header.max_timestamp
@@ -367,7 +210,7 @@ pub fn filter_batch(
         max_timestamp,
         kept.len() as i32,
     );
-    rebuilt.extend_from_slice(&compress(header.compression_codec(), &raw)?);
+    rebuilt.extend_from_slice(&compress(header, &raw)?);
     outcome.filtered = Filtered::Rewritten(seal(rebuilt));
     Ok(outcome)
 }

@@ -176,28 +176,6 @@ fn expected_after_cleaning(records: &[Consumed], end: i64) -> Vec<Consumed> {
 }
 
 #[test]
-fn a_compacted_topic_refuses_a_keyless_record_in_plain_and_compressed_batches() {
-    for compression in [Compression::None, Compression::Gzip, Compression::Zstd] {
-        let keyed = produced(&[("a", Some("1".into())), ("b", None)], compression);
-        let batch = &validate_produced(&keyed, 1 << 20).unwrap()[0];
-        assert!(batch.check_every_record_keyed().is_ok(), "{compression:?}");
-
-        let one_keyless = produced_maybe_keyed(
-            &[(Some("a"), Some("1".into())), (None, Some("2".into()))],
-            compression,
-        );
-        let batch = &validate_produced(&one_keyless, 1 << 20).unwrap()[0];
-        match batch.check_every_record_keyed() {
-            Err(crate::batch::BatchError::Invalid(message)) => {
-                assert!(message.contains("without a key"), "{message}");
-                assert!(message.contains("record 1"), "{message}");
-            }
-            other => panic!("{compression:?}: {other:?}"),
-        }
-    }
-}
-
-#[test]
 fn compaction_keeps_the_latest_record_per_key_at_its_original_offset() {
     let dir = tempfile::tempdir().unwrap();
     let manager = open_manager(dir.path());
