@@ -58,6 +58,9 @@ enum Command {
         /// The karst binary (default: $KARST_BIN, else target/release/karst).
         #[arg(long)]
         karst_bin: Option<PathBuf>,
+        /// Idempotent producers (enable.idempotence=true): then no value may be stored twice.
+        #[arg(long)]
+        idempotent: bool,
     },
     /// Check `DIRECTORY/history.jsonl`; write `results.json` and `timeline.svg` there.
     /// Exits 1 when the history is invalid.
@@ -96,6 +99,7 @@ fn main_result() -> anyhow::Result<ExitCode> {
             key_rotation,
             results,
             karst_bin,
+            idempotent,
         } => {
             let nemeses = nemesis
                 .iter()
@@ -118,6 +122,7 @@ fn main_result() -> anyhow::Result<ExitCode> {
                 active_keys: active_keys.max(1),
                 key_rotation: Duration::from_secs(key_rotation.max(1)),
                 topic: "jepsen".to_owned(),
+                idempotent,
             };
             let (directory, results) = run(&options)?;
             Ok(report(&directory, &results))

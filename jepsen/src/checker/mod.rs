@@ -8,7 +8,8 @@
 //! | anomaly | meaning | where |
 //! |---|---|---|
 //! | `lost-write` | an acknowledged send whose value no poll saw, although some poll read at or past its offset | [`logs`] |
-//! | `duplicate` | one value at two offsets | [`logs`] |
+//! | `duplicate` | one value at two offsets (not explained by a client re-send) | [`logs`] |
+//! | `resend-duplicate` | one value at two offsets, each copy in a later leader epoch, producer not idempotent: librdkafka re-sent a batch the old leader had appended (informational) | [`logs`] |
 //! | `inconsistent-offsets` | two values at one offset | [`logs`] |
 //! | `aborted-read` | a poll saw the value of a send that definitely failed | [`logs`] |
 //! | `unseen` | an acknowledged value no poll saw, beyond what polls reached (an anomaly only when the history has final reads) | [`logs`] |
@@ -33,7 +34,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::Value as Json;
 
-use crate::history::{Function, Op, OpType, Process};
+use crate::history::{Function, Op, OpType, Process, WorkloadSettings};
 
 /// Examples kept per anomaly in `results.json`: enough to debug, small enough to read.
 pub const EXAMPLES_PER_ANOMALY_MAX: usize = 8;
@@ -113,6 +114,8 @@ pub struct Results {
     pub acknowledged_sends: usize,
     pub acknowledged_sends_read: usize,
     pub has_final_reads: bool,
+    /// The workload's settings the verdict assumed.
+    pub workload: WorkloadSettings,
 }
 
 /// Checks a history (in the order it was recorded).
@@ -163,6 +166,7 @@ pub fn check(history: &[Op], options: &CheckOptions) -> Results {
         acknowledged_sends,
         acknowledged_sends_read,
         has_final_reads,
+        workload: partition_logs.settings,
     }
 }
 
