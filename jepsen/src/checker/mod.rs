@@ -98,6 +98,8 @@ pub struct OpCounts {
     pub send: BTreeMap<String, u64>,
     pub poll: BTreeMap<String, u64>,
     pub faults: u64,
+    /// Faults injected without an error, by family (`partition`, `kill`, `pause`, `clock`).
+    pub faults_injected: BTreeMap<String, u64>,
 }
 
 /// What `results.json` holds.
@@ -187,10 +189,23 @@ fn count_ops(history: &[Op]) -> OpCounts {
                 *counts.poll.entry(outcome.to_owned()).or_default() += 1
             }
             (Function::StartFault, _) if op.op_type == OpType::Invoke => counts.faults += 1,
+            (Function::StartFault, _) if op.op_type == OpType::Info && op.error.is_none() => {
+                let family = op
+                    .fault
+                    .as_deref()
+                    .and_then(fault_family)
+                    .unwrap_or("unknown");
+                *counts.faults_injected.entry(family.to_owned()).or_default() += 1;
+            }
             _ => {}
         }
     }
     counts
+}
+
+/// The family of a fault name: `kill-leader` → `kill`, `clock-bump-one n3+5s` → `clock`.
+pub fn fault_family(fault: &str) -> Option<&str> {
+    fault.split('-').next().filter(|family| !family.is_empty())
 }
 
 /// A short description of an operation for examples: its index, process, time and what it did.

@@ -181,6 +181,28 @@ fn a_history_where_every_acknowledged_value_is_read_once_in_order_is_valid() {
     assert_eq!(results.acknowledged_sends, 4);
     assert_eq!(results.acknowledged_sends_read, 4);
     assert_eq!(results.ops.faults, 1);
+    assert_eq!(
+        results.ops.faults_injected,
+        BTreeMap::from([("kill".to_owned(), 1)])
+    );
+}
+
+#[test]
+fn a_fault_the_nemesis_could_not_inject_does_not_count_as_injected() {
+    let mut history = HistoryBuilder::default();
+    history.nemesis(OpType::Invoke, Function::StartFault);
+    let mut failed = Op::new(
+        Process::Named(NEMESIS_PROCESS.into()),
+        OpType::Info,
+        Function::StartFault,
+    );
+    failed.fault = Some("partition-isolate-leader".into());
+    failed.error = Some("iptables: not found".into());
+    history.push(failed);
+    let results = history.check();
+    assert_eq!(results.ops.faults, 1);
+    assert!(results.ops.faults_injected.is_empty());
+    assert_eq!(super::fault_family("clock-bump-one n3+5s"), Some("clock"));
 }
 
 #[test]
