@@ -27,6 +27,8 @@ pub type Key = u32;
 pub type Value = u64;
 /// A Kafka offset inside one partition.
 pub type Offset = i64;
+/// The partition leader epoch stamped on a record batch by the leader that appended it.
+pub type LeaderEpoch = i32;
 
 /// The name of the process that injects faults, in `process` of nemesis entries.
 pub const NEMESIS_PROCESS: &str = "nemesis";
@@ -65,6 +67,17 @@ pub enum Function {
     Heal,
     /// A node exited although nothing killed it (a crash): `nodes` says which, `error` how.
     NodeExited,
+    /// The workload's settings (`workload`), first in a history: they decide which anomalies
+    /// the checker may allow.
+    Workload,
+}
+
+/// How the workload's clients produce and consume, as far as the checker needs to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct WorkloadSettings {
+    /// Producers run with `enable.idempotence=true`: the broker must drop re-sent batches, so
+    /// no value may be stored twice.
+    pub idempotent: bool,
 }
 
 /// One line of `history.jsonl`.
@@ -90,6 +103,11 @@ pub struct Op {
     /// Poll ok: per key, the `[offset, value]` pairs in the order the consumer delivered them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reads: Option<BTreeMap<Key, Vec<(Offset, Value)>>>,
+    /// Poll ok: per key, the leader epoch of the batches read, run-length coded: each
+    /// `[offset, epoch]` says the records read from `offset` on (up to the next entry) carry
+    /// that partition leader epoch. Keys whose epochs the client did not report are absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_epochs: Option<BTreeMap<Key, Vec<(Offset, LeaderEpoch)>>>,
     /// Assign: the position of each assigned key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub positions: Option<BTreeMap<Key, Offset>>,
@@ -110,6 +128,9 @@ pub struct Op {
     /// fail/info: what the client or the nemesis reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Workload: its settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<WorkloadSettings>,
 }
 
 fn is_false(value: &bool) -> bool {
@@ -129,12 +150,14 @@ impl Op {
             value: None,
             offset: None,
             reads: None,
+            leader_epochs: None,
             positions: None,
             high_watermarks: None,
             final_read: false,
             fault: None,
             nodes: None,
             error: None,
+            workload: None,
         }
     }
 

@@ -58,6 +58,9 @@ enum Command {
         /// The karst binary (default: $KARST_BIN, else target/release/karst).
         #[arg(long)]
         karst_bin: Option<PathBuf>,
+        /// Idempotent producers (enable.idempotence=true): then no value may be stored twice.
+        #[arg(long)]
+        idempotent: bool,
     },
     /// Check `DIRECTORY/history.jsonl`; write `results.json` and `timeline.svg` there.
     /// Exits 1 when the history is invalid.
@@ -69,6 +72,10 @@ enum Command {
         /// Seconds the cluster gets to recover after each heal.
         #[arg(long, default_value_t = 10)]
         recovery_grace: u64,
+        /// Fault families that must have been injected (comma-separated), e.g. partition,kill:
+        /// exit 1 if one was not, so a smoke run cannot pass without faults.
+        #[arg(long, value_delimiter = ',')]
+        require_faults: Vec<String>,
     },
 }
 
@@ -96,6 +103,7 @@ fn main_result() -> anyhow::Result<ExitCode> {
             key_rotation,
             results,
             karst_bin,
+            idempotent,
         } => {
             let nemeses = nemesis
                 .iter()
@@ -118,6 +126,7 @@ fn main_result() -> anyhow::Result<ExitCode> {
                 active_keys: active_keys.max(1),
                 key_rotation: Duration::from_secs(key_rotation.max(1)),
                 topic: "jepsen".to_owned(),
+                idempotent,
             };
             let (directory, results) = run(&options)?;
             Ok(report(&directory, &results))
@@ -126,19 +135,38 @@ fn main_result() -> anyhow::Result<ExitCode> {
             directory,
             stall_window,
             recovery_grace,
+            require_faults,
         } => {
             let options = CheckOptions {
                 stall_window_ns: stall_window * 1_000_000_000,
                 recovery_grace_ns: recovery_grace * 1_000_000_000,
             };
             let results = karst_jepsen::check_directory(&directory, &options)?;
-            Ok(report(&directory, &results))
+            let verdict = report(&directory, &results);
+            let missing: Vec<&String> = require_faults
+                .iter()
+                .filter(|family| !family.is_empty())
+                .filter(|family| !results.ops.faults_injected.contains_key(family.as_str()))
+                .collect();
+            if !missing.is_empty() {
+                println!("karst-jepsen: FAILED: no {missing:?} fault was injected in this run");
+                return Ok(ExitCode::from(1));
+            }
+            Ok(verdict)
         }
     }
 }
 
 /// Prints the verdict and where the results are; the exit code says valid (0) or not (1).
 fn report(directory: &std::path::Path, results: &Results) -> ExitCode {
+    println!(
+        "karst-jepsen: {} sends ({:?}), {} polls ({:?}); faults injected {:?}",
+        results.ops.send.get("invoke").unwrap_or(&0),
+        results.ops.send,
+        results.ops.poll.get("invoke").unwrap_or(&0),
+        results.ops.poll,
+        results.ops.faults_injected
+    );
     println!(
         "karst-jepsen: {} acknowledged sends, {} of them read; anomalies {:?}",
         results.acknowledged_sends, results.acknowledged_sends_read, results.anomaly_counts

@@ -50,6 +50,8 @@ pub struct RunOptions {
     pub active_keys: u32,
     pub key_rotation: Duration,
     pub topic: String,
+    /// Idempotent producers (`enable.idempotence=true`).
+    pub idempotent: bool,
 }
 
 /// Runs the whole test; returns the run directory and the checker's verdict.
@@ -79,6 +81,7 @@ pub fn run(options: &RunOptions) -> anyhow::Result<(PathBuf, Results)> {
         key_count: key_count(options),
         poll_window: Duration::from_millis(50),
         seed: options.seed,
+        idempotent: options.idempotent,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -88,6 +91,7 @@ pub fn run(options: &RunOptions) -> anyhow::Result<(PathBuf, Results)> {
     let started = Instant::now();
     let history = HistoryWriter::create(&run_directory.join("history.jsonl"), started)?;
     let shared = Arc::new(Shared::new(history, started));
+    workload::record_settings(&shared, &workload_options);
     runtime.spawn(stop_on_signal(shared.clone()));
     runtime.block_on(workload::create_topic(&workload_options))?;
 

@@ -4,13 +4,17 @@
 //!
 //! * **Keys** rotate with time: at `t` the active keys are `r..r+active` with
 //!   `r = t / key_rotation`, so every key gets a bounded history and new partitions join.
-//! * **Sends** go to an explicit partition with `retries=0` and no idempotence: a duplicate can
-//!   then only be the broker's doing. A send that could not be queued, or that the broker
-//!   refused before appending (not leader, not enough replicas, …: [`send_error_outcome`]),
-//!   `fail`s; any other error or timeout is `info` and the worker's clients are rebuilt under
-//!   a new process number.
-//! * **Polls** use `assign` (Karst has no consumer groups yet): each process keeps its position
-//!   per key and re-assigns (an `assign` operation) when the active keys change.
+//! * **Sends** go to an explicit partition with `acks=all`, either without idempotence and
+//!   with `retries=0`, or with `enable.idempotence=true` (`--idempotent`). `retries=0` does not
+//!   stop every re-send: librdkafka re-sends a batch answered NOT_LEADER_OR_FOLLOWER without
+//!   counting it, and a leader that lost leadership after appending answers just that, so a
+//!   non-idempotent run may store a value twice (the checker's `resend-duplicate`). A send that
+//!   could not be queued, or that the broker refused before appending (no such partition, not
+//!   enough replicas, …: [`send_error_outcome`]), `fail`s; any other error or timeout is `info`
+//!   and the worker's clients are rebuilt under a new process number.
+//! * **Polls** use `assign`: each process keeps its position per key and re-assigns (an
+//!   `assign` operation) when the active keys change. Each poll records the leader epoch of
+//!   the batches it read, which tells a client re-send from a broker's duplicate.
 //! * **Final reads** after the last heal: a fresh consumer reads every key from offset 0 up to the
 //!   high watermark it finds then; those polls are marked `final_read`.
 
@@ -27,7 +31,9 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset as KafkaOffset, TopicPartitionList};
 
-use crate::history::{Function, HistoryWriter, Key, Offset, Op, OpType, Process, Value};
+use crate::history::{
+    Function, HistoryWriter, Key, LeaderEpoch, Offset, Op, OpType, Process, Value, WorkloadSettings,
+};
 use crate::random::Random;
 
 /// Records one poll may return before it completes (a poll also ends after `poll_window`).
@@ -41,6 +47,8 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
 pub const FINAL_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// Length of one final-read poll.
 const FINAL_POLL_WINDOW: Duration = Duration::from_secs(1);
+/// The `process` of the history's settings line.
+const WORKLOAD_PROCESS: &str = "workload";
 /// A consumer group id librdkafka insists on; the workload never joins or commits.
 const CONSUMER_GROUP_ID_UNUSED: &str = "karst-jepsen-never-joined";
 
@@ -60,6 +68,8 @@ pub struct WorkloadOptions {
     /// How long one (non-final) poll listens.
     pub poll_window: Duration,
     pub seed: u64,
+    /// Producers with `enable.idempotence=true` (else `retries=0`, no idempotence).
+    pub idempotent: bool,
 }
 
 impl WorkloadOptions {
@@ -173,11 +183,38 @@ fn producer_config(options: &WorkloadOptions) -> ClientConfig {
     let mut config = base_config(options);
     config
         .set("acks", "all")
-        .set("enable.idempotence", "false")
-        .set("retries", "0")
         .set("linger.ms", "0")
         .set("message.timeout.ms", MESSAGE_TIMEOUT_MS.to_string());
+    if options.idempotent {
+        // librdkafka needs retries > 0 with idempotence (its default); message.timeout.ms
+        // bounds them.
+        config.set("enable.idempotence", "true");
+    } else {
+        config
+            .set("enable.idempotence", "false")
+            .set("retries", "0");
+    }
     config
+}
+
+/// Records the workload's settings as the history's first operation.
+pub fn record_settings(shared: &Shared, options: &WorkloadOptions) {
+    let mut op = Op::new(
+        Process::Named(WORKLOAD_PROCESS.into()),
+        OpType::Info,
+        Function::Workload,
+    );
+    op.workload = Some(WorkloadSettings {
+        idempotent: options.idempotent,
+    });
+    shared.record(op);
+}
+
+/// The leader epoch of the batch `message` came from, if the broker sent one (-1 otherwise).
+fn leader_epoch(message: &rdkafka::message::BorrowedMessage<'_>) -> Option<LeaderEpoch> {
+    // SAFETY: the pointer is the live message `message` borrows; librdkafka only reads it.
+    let epoch = unsafe { rdkafka::bindings::rd_kafka_message_leader_epoch(message.ptr()) };
+    (epoch >= 0).then_some(epoch)
 }
 
 /// One client process: a producer, a consumer and the consumer's positions.
@@ -288,6 +325,8 @@ impl Client {
         shared.record(self.op(OpType::Invoke, Function::Poll));
         let deadline = tokio::time::Instant::now() + window;
         let mut reads: BTreeMap<Key, Vec<(Offset, Value)>> = BTreeMap::new();
+        let mut epochs: BTreeMap<Key, Vec<(Offset, LeaderEpoch)>> = BTreeMap::new();
+        let mut last_epoch: BTreeMap<Key, LeaderEpoch> = BTreeMap::new();
         let mut count = 0;
         let mut error = None;
         while count < POLL_RECORDS_MAX {
@@ -315,11 +354,20 @@ impl Client {
                 .entry(key)
                 .or_default()
                 .push((message.offset(), value));
+            if let Some(epoch) = leader_epoch(&message) {
+                if last_epoch.insert(key, epoch) != Some(epoch) {
+                    epochs
+                        .entry(key)
+                        .or_default()
+                        .push((message.offset(), epoch));
+                }
+            }
             self.positions.insert(key, message.offset() + 1);
             count += 1;
         }
         let mut completion = self.op(OpType::Ok, Function::Poll);
         completion.reads = Some(reads.clone());
+        completion.leader_epochs = (!epochs.is_empty()).then_some(epochs);
         completion.final_read = final_read;
         completion.error = error;
         shared.record(completion);
@@ -328,15 +376,18 @@ impl Client {
 }
 
 /// Whether a send that came back with `error` certainly did not append (`fail`) or may have
-/// (`info`). Definite are the errors a broker returns *instead of* appending: not the leader,
-/// no such partition, too few in-sync replicas before the append, a record it refused. Every
-/// other error, timeouts above all, is indefinite. Calling these `fail` is what lets the checker
+/// (`info`). Definite are the errors a broker returns *instead of* appending: no such
+/// partition, too few in-sync replicas before the append, a record it refused. Every other
+/// error, timeouts above all, is indefinite. Calling these `fail` is what lets the checker
 /// catch a broker that answers one of them after it appended after all (`aborted-read`).
+///
+/// NOT_LEADER_OR_FOLLOWER is indefinite: Kafka (and Karst) answer it to an `acks=all` produce
+/// that was appended but not yet replicated when leadership moved, and the new leader may
+/// hold those records. (librdkafka re-sends on it and reports a timeout in the end anyway.)
 fn send_error_outcome(error: &KafkaError) -> OpType {
     match error.rdkafka_error_code() {
         Some(
-            RDKafkaErrorCode::NotLeaderForPartition
-            | RDKafkaErrorCode::UnknownTopicOrPartition
+            RDKafkaErrorCode::UnknownTopicOrPartition
             | RDKafkaErrorCode::NotEnoughReplicas
             | RDKafkaErrorCode::MessageSizeTooLarge
             | RDKafkaErrorCode::InvalidRecord,
@@ -435,6 +486,7 @@ mod tests {
             key_count: 9,
             poll_window: Duration::from_millis(50),
             seed: 1,
+            idempotent: false,
         }
     }
 
@@ -466,8 +518,13 @@ mod send_error_tests {
         let outcome = |code| send_error_outcome(&KafkaError::MessageProduction(code));
         assert_eq!(outcome(RDKafkaErrorCode::NotEnoughReplicas), OpType::Fail);
         assert_eq!(
-            outcome(RDKafkaErrorCode::NotLeaderForPartition),
+            outcome(RDKafkaErrorCode::UnknownTopicOrPartition),
             OpType::Fail
+        );
+        // A leader that lost leadership after appending answers NOT_LEADER_OR_FOLLOWER.
+        assert_eq!(
+            outcome(RDKafkaErrorCode::NotLeaderForPartition),
+            OpType::Info
         );
         assert_eq!(
             outcome(RDKafkaErrorCode::NotEnoughReplicasAfterAppend),

@@ -1,6 +1,15 @@
 //! Rebuilds each partition's log from a history and finds the anomalies visible in the logs
 //! alone: lost writes, duplicates, inconsistent offsets, aborted reads and unseen values.
 //!
+//! A duplicate is told apart by the leader epochs of its copies. Without idempotence a client
+//! may store one value twice by itself: a leader that appended an `acks=all` batch and then
+//! lost leadership before the ISR had it answers NOT_LEADER_OR_FOLLOWER (Kafka does the same),
+//! and librdkafka re-sends such a batch to the new leader without counting it against
+//! `retries` (it takes that error to mean "not persisted"). If the new leader had replicated
+//! the first copy, the log now holds both, the second in a later leader epoch. Such a duplicate
+//! (every copy in a strictly later epoch than the one before, producer not idempotent) is
+//! `resend-duplicate`, allowed; any other is `duplicate`.
+//!
 //! Every acknowledged send says "value v is at offset o of key k"; every poll says the same for
 //! each record it returned. A correct log makes all these statements agree: one value per
 //! offset, one offset per value. The *version order* of a key is its known offsets, sorted; the
@@ -12,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use serde_json::json;
 
 use super::{describe, Findings};
-use crate::history::{Function, Key, Offset, Op, OpType, Value};
+use crate::history::{Function, Key, LeaderEpoch, Offset, Op, OpType, Value, WorkloadSettings};
 
 /// Position of an operation in the history slice.
 pub type OpPosition = usize;
@@ -38,6 +47,10 @@ pub struct PartitionLogs<'h> {
     pub final_max_read: BTreeMap<Key, Offset>,
     /// key → its high watermark when the final reads began (from the final reader's assign).
     pub final_high_watermarks: BTreeMap<Key, Offset>,
+    /// key → offset → the leader epoch a poll reported for the record there.
+    pub epoch_at: BTreeMap<Key, BTreeMap<Offset, LeaderEpoch>>,
+    /// The workload's settings (the default for histories that do not record them).
+    pub settings: WorkloadSettings,
     /// key → its version order: every offset known to hold a value, ascending.
     version_order: BTreeMap<Key, Vec<Offset>>,
 }
@@ -55,6 +68,11 @@ impl<'h> PartitionLogs<'h> {
             final_read_values: HashSet::new(),
             final_max_read: BTreeMap::new(),
             final_high_watermarks: BTreeMap::new(),
+            epoch_at: BTreeMap::new(),
+            settings: history
+                .iter()
+                .find_map(|op| op.workload.filter(|_| op.f == Function::Workload))
+                .unwrap_or_default(),
             version_order: BTreeMap::new(),
         };
         for (position, op) in history.iter().enumerate() {
@@ -78,6 +96,7 @@ impl<'h> PartitionLogs<'h> {
                     }
                 }
                 (Function::Poll, OpType::Ok) => {
+                    logs.observe_epochs(op);
                     for (key, records) in op.reads.iter().flatten() {
                         for &(offset, value) in records {
                             logs.observe(*key, offset, value, position);
@@ -118,6 +137,41 @@ impl<'h> PartitionLogs<'h> {
             .or_default()
             .entry(offset)
             .or_insert(position);
+    }
+
+    /// Decodes a poll's run-length coded leader epochs: an entry starts a run at the record it
+    /// names, in the order the poll delivered its records.
+    fn observe_epochs(&mut self, poll: &Op) {
+        let (Some(reads), Some(epochs)) = (&poll.reads, &poll.leader_epochs) else {
+            return;
+        };
+        for (key, runs) in epochs {
+            let Some(records) = reads.get(key) else {
+                continue;
+            };
+            let mut runs = runs.iter().peekable();
+            let mut epoch = None;
+            for &(offset, _value) in records {
+                if let Some(&&(start, run_epoch)) = runs.peek() {
+                    if start == offset {
+                        epoch = Some(run_epoch);
+                        runs.next();
+                    }
+                }
+                if let Some(epoch) = epoch {
+                    self.epoch_at
+                        .entry(*key)
+                        .or_default()
+                        .entry(offset)
+                        .or_insert(epoch);
+                }
+            }
+        }
+    }
+
+    /// The leader epoch some poll reported for `key` at `offset`.
+    pub fn epoch_of(&self, key: Key, offset: Offset) -> Option<LeaderEpoch> {
+        self.epoch_at.get(&key)?.get(&offset).copied()
     }
 
     /// The position of `offset` in `key`'s version order, if any value is known there.
@@ -169,15 +223,35 @@ impl<'h> PartitionLogs<'h> {
 
     fn find_duplicates(&self, findings: &mut Findings) {
         for ((key, value), offsets) in self.offsets_of.iter().filter(|(_, o)| o.len() > 1) {
+            let epochs: Vec<Option<LeaderEpoch>> = offsets
+                .keys()
+                .map(|offset| self.epoch_of(*key, *offset))
+                .collect();
             let shown_by: Vec<_> = offsets
                 .iter()
-                .map(|(offset, position)| json!({"offset": offset, "op": describe(self.op(*position))}))
+                .zip(&epochs)
+                .map(|((offset, position), epoch)| {
+                    json!({"offset": offset, "leader_epoch": epoch, "op": describe(self.op(*position))})
+                })
                 .collect();
+            let anomaly = if self.is_client_resend(&epochs) {
+                "resend-duplicate"
+            } else {
+                "duplicate"
+            };
             findings.add(
-                "duplicate",
+                anomaly,
                 json!({"key": key, "value": value, "offsets": shown_by}),
             );
         }
+    }
+
+    /// Whether copies with these leader epochs (in offset order) can be a non-idempotent
+    /// client's re-send after NOT_LEADER_OR_FOLLOWER: each copy appended by a later leader.
+    fn is_client_resend(&self, epochs: &[Option<LeaderEpoch>]) -> bool {
+        !self.settings.idempotent
+            && epochs.iter().all(Option::is_some)
+            && epochs.windows(2).all(|pair| pair[0] < pair[1])
     }
 
     fn find_lost_and_unseen(&self, has_final_reads: bool, findings: &mut Findings) {

@@ -8,7 +8,8 @@
 //! | anomaly | meaning | where |
 //! |---|---|---|
 //! | `lost-write` | an acknowledged send whose value no poll saw, although some poll read at or past its offset | [`logs`] |
-//! | `duplicate` | one value at two offsets | [`logs`] |
+//! | `duplicate` | one value at two offsets (not explained by a client re-send) | [`logs`] |
+//! | `resend-duplicate` | one value at two offsets, each copy in a later leader epoch, producer not idempotent: librdkafka re-sent a batch the old leader had appended (informational) | [`logs`] |
 //! | `inconsistent-offsets` | two values at one offset | [`logs`] |
 //! | `aborted-read` | a poll saw the value of a send that definitely failed | [`logs`] |
 //! | `unseen` | an acknowledged value no poll saw, beyond what polls reached (an anomaly only when the history has final reads) | [`logs`] |
@@ -33,7 +34,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::Value as Json;
 
-use crate::history::{Function, Op, OpType, Process};
+use crate::history::{Function, Op, OpType, Process, WorkloadSettings};
 
 /// Examples kept per anomaly in `results.json`: enough to debug, small enough to read.
 pub const EXAMPLES_PER_ANOMALY_MAX: usize = 8;
@@ -97,6 +98,8 @@ pub struct OpCounts {
     pub send: BTreeMap<String, u64>,
     pub poll: BTreeMap<String, u64>,
     pub faults: u64,
+    /// Faults injected without an error, by family (`partition`, `kill`, `pause`, `clock`).
+    pub faults_injected: BTreeMap<String, u64>,
 }
 
 /// What `results.json` holds.
@@ -113,6 +116,8 @@ pub struct Results {
     pub acknowledged_sends: usize,
     pub acknowledged_sends_read: usize,
     pub has_final_reads: bool,
+    /// The workload's settings the verdict assumed.
+    pub workload: WorkloadSettings,
 }
 
 /// Checks a history (in the order it was recorded).
@@ -163,6 +168,7 @@ pub fn check(history: &[Op], options: &CheckOptions) -> Results {
         acknowledged_sends,
         acknowledged_sends_read,
         has_final_reads,
+        workload: partition_logs.settings,
     }
 }
 
@@ -183,10 +189,23 @@ fn count_ops(history: &[Op]) -> OpCounts {
                 *counts.poll.entry(outcome.to_owned()).or_default() += 1
             }
             (Function::StartFault, _) if op.op_type == OpType::Invoke => counts.faults += 1,
+            (Function::StartFault, _) if op.op_type == OpType::Info && op.error.is_none() => {
+                let family = op
+                    .fault
+                    .as_deref()
+                    .and_then(fault_family)
+                    .unwrap_or("unknown");
+                *counts.faults_injected.entry(family.to_owned()).or_default() += 1;
+            }
             _ => {}
         }
     }
     counts
+}
+
+/// The family of a fault name: `kill-leader` → `kill`, `clock-bump-one n3+5s` → `clock`.
+pub fn fault_family(fault: &str) -> Option<&str> {
+    fault.split('-').next().filter(|family| !family.is_empty())
 }
 
 /// A short description of an operation for examples: its index, process, time and what it did.

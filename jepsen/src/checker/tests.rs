@@ -4,7 +4,10 @@
 use std::collections::BTreeMap;
 
 use super::{check, CheckOptions, Results};
-use crate::history::{Function, Key, Offset, Op, OpType, Process, Value, NEMESIS_PROCESS};
+use crate::history::{
+    Function, Key, LeaderEpoch, Offset, Op, OpType, Process, Value, WorkloadSettings,
+    NEMESIS_PROCESS,
+};
 
 const MILLISECOND_NS: u64 = 1_000_000;
 
@@ -88,6 +91,38 @@ impl HistoryBuilder {
         self.poll_with(process, reads, true)
     }
 
+    /// The workload's settings line that starts a recorded history.
+    fn workload(&mut self, idempotent: bool) -> &mut Self {
+        let mut op = Op::new(
+            Process::Named("workload".into()),
+            OpType::Info,
+            Function::Workload,
+        );
+        op.workload = Some(WorkloadSettings { idempotent });
+        self.push(op)
+    }
+
+    /// A final poll of one key whose records carry leader epochs (run-length coded, as the
+    /// workload records them).
+    fn final_poll_with_epochs(
+        &mut self,
+        process: u64,
+        key: Key,
+        records: &[(Offset, Value, LeaderEpoch)],
+    ) -> &mut Self {
+        let reads: Vec<(Offset, Value)> = records.iter().map(|&(o, v, _)| (o, v)).collect();
+        self.final_poll(process, &[(key, &reads)]);
+        let mut runs: Vec<(Offset, LeaderEpoch)> = Vec::new();
+        for &(offset, _, epoch) in records {
+            if runs.last().map(|run| run.1) != Some(epoch) {
+                runs.push((offset, epoch));
+            }
+        }
+        let poll = self.ops.last_mut().expect("the poll just pushed");
+        poll.leader_epochs = Some(BTreeMap::from([(key, runs)]));
+        self
+    }
+
     fn assign(&mut self, process: u64) -> &mut Self {
         self.push(Op::new(
             Process::Client(process),
@@ -146,6 +181,28 @@ fn a_history_where_every_acknowledged_value_is_read_once_in_order_is_valid() {
     assert_eq!(results.acknowledged_sends, 4);
     assert_eq!(results.acknowledged_sends_read, 4);
     assert_eq!(results.ops.faults, 1);
+    assert_eq!(
+        results.ops.faults_injected,
+        BTreeMap::from([("kill".to_owned(), 1)])
+    );
+}
+
+#[test]
+fn a_fault_the_nemesis_could_not_inject_does_not_count_as_injected() {
+    let mut history = HistoryBuilder::default();
+    history.nemesis(OpType::Invoke, Function::StartFault);
+    let mut failed = Op::new(
+        Process::Named(NEMESIS_PROCESS.into()),
+        OpType::Info,
+        Function::StartFault,
+    );
+    failed.fault = Some("partition-isolate-leader".into());
+    failed.error = Some("iptables: not found".into());
+    history.push(failed);
+    let results = history.check();
+    assert_eq!(results.ops.faults, 1);
+    assert!(results.ops.faults_injected.is_empty());
+    assert_eq!(super::fault_family("clock-bump-one n3+5s"), Some("clock"));
 }
 
 #[test]
@@ -262,6 +319,67 @@ fn one_value_at_two_offsets_is_a_duplicate() {
     let results = history.check();
     assert_invalid_because(&results, "duplicate");
     assert_eq!(results.anomaly_counts["duplicate"], 1);
+}
+
+/// Seed 11's shape: three values appended at 6..8 by the epoch-1 leader, which lost leadership
+/// before the ISR had them and answered NOT_LEADER_OR_FOLLOWER; the client re-sent the same
+/// batches to the epoch-2 leader, which had replicated the first copies.
+fn resent_after_leader_change(history: &mut HistoryBuilder) -> &mut HistoryBuilder {
+    history
+        .send_invoke(1, 6, 1774)
+        .send_invoke(2, 6, 1775)
+        .final_poll_with_epochs(
+            3,
+            6,
+            &[(6, 1774, 1), (7, 1775, 1), (8, 1775, 2), (9, 1774, 2)],
+        )
+}
+
+#[test]
+fn a_value_stored_again_by_a_later_leader_without_idempotence_is_an_allowed_resend_duplicate() {
+    let mut history = HistoryBuilder::default();
+    history.workload(false);
+    resent_after_leader_change(&mut history);
+    let results = history.check();
+    assert!(results.valid, "{results:#?}");
+    assert_eq!(results.anomaly_counts["resend-duplicate"], 2);
+    assert_eq!(results.anomaly_counts.get("duplicate"), None);
+    let example = &results.examples["resend-duplicate"][0];
+    assert_eq!(example["offsets"][0]["leader_epoch"], 1);
+    assert_eq!(example["offsets"][1]["leader_epoch"], 2);
+}
+
+#[test]
+fn a_value_stored_again_by_a_later_leader_with_idempotence_is_a_duplicate() {
+    let mut history = HistoryBuilder::default();
+    history.workload(true);
+    resent_after_leader_change(&mut history);
+    let results = history.check();
+    assert_invalid_because(&results, "duplicate");
+    assert_eq!(results.anomaly_counts["duplicate"], 2);
+    assert!(results.workload.idempotent);
+}
+
+#[test]
+fn a_value_stored_twice_in_one_leader_epoch_is_a_duplicate_even_without_idempotence() {
+    // No client re-send puts a second copy in the same epoch: that is the broker's doing.
+    let mut history = HistoryBuilder::default();
+    history
+        .workload(false)
+        .send(1, 0, 100, 0)
+        .final_poll_with_epochs(2, 0, &[(0, 100, 3), (1, 100, 3)]);
+    let results = history.check();
+    assert_invalid_because(&results, "duplicate");
+    assert_eq!(results.anomaly_counts.get("resend-duplicate"), None);
+}
+
+#[test]
+fn a_copy_in_an_earlier_epoch_than_the_one_before_it_is_a_duplicate() {
+    let mut history = HistoryBuilder::default();
+    history
+        .workload(false)
+        .final_poll_with_epochs(2, 0, &[(0, 100, 2), (1, 100, 1)]);
+    assert_invalid_because(&history.check(), "duplicate");
 }
 
 #[test]
