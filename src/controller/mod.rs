@@ -643,6 +643,15 @@ impl Broker {
                 for id in self.quorum.image().brokers.keys() {
                     seen.insert(*id, now);
                 }
+                // As Kafka's controller: the first preferred-leader check comes one
+                // leader.imbalance.check.interval.seconds after taking over, not at once
+                // (moving every leadership during a failover widens the window in which
+                // clients re-send batches the old leader appended but did not commit).
+                *self
+                    .controller
+                    .last_rebalance
+                    .lock()
+                    .expect("rebalance lock poisoned") = Some(now);
             }
         }
         let session = Duration::from_millis(self.config.broker_session_timeout_ms);

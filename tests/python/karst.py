@@ -340,18 +340,20 @@ def create_topic(broker: Broker, name: str, partitions: int = 1, config: Optiona
 def partitions_answer(broker: Broker, topic: str, partitions: int) -> bool:
     """Whether each partition's leader answers ListOffsets: Metadata names a leader as soon
     as the controller decided it, the leader's replica takes the role a moment later (a raw
-    request in between gets NOT_LEADER_OR_FOLLOWER, which real clients retry)."""
+    request in between gets NOT_LEADER_OR_FOLLOWER, which real clients retry). Asked with
+    the admin client: a consumer with a group.id would look up its coordinator and so
+    create __consumer_offsets as a side effect."""
     from confluent_kafka import KafkaException, TopicPartition
+    from confluent_kafka.admin import OffsetSpec
 
-    consumer = confluent_consumer(broker)
+    admin = confluent_admin(broker)
+    wanted = {TopicPartition(topic, partition): OffsetSpec.latest() for partition in range(partitions)}
     try:
-        for partition in range(partitions):
-            consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=5, cached=False)
+        for future in admin.list_offsets(wanted, request_timeout=5).values():
+            future.result(timeout=10)
         return True
     except KafkaException:
         return False
-    finally:
-        consumer.close()
 
 
 def topic_partition_count(broker: Broker, topic: str) -> int:
