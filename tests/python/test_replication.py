@@ -403,6 +403,10 @@ def test_a_whole_cluster_sigkill_mid_produce_keeps_every_acknowledged_record_on_
         if i % 500 == 0:
             producer.poll()
         if i == 20_000:
+            # The blackout comes once acknowledgements flow (on a loaded machine enqueueing
+            # 20,000 records can take less time than the first acks), with records in flight.
+            wait_until(lambda: (producer.poll(), len(producer.acked) >= 2000)[1], timeout_s=60,
+                       what="acknowledgements before the blackout")
             cluster.kill_all()
     producer.producer.flush(15)
     acked = dict(producer.acked)

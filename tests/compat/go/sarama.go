@@ -205,8 +205,18 @@ func runSarama(s *scenario, options Options) {
 }
 
 func saramaTopicConfigs(admin sarama.ClusterAdmin, topic string) map[string]sarama.ConfigEntry {
-	entries, err := admin.DescribeConfig(sarama.ConfigResource{Type: sarama.TopicResource, Name: topic})
-	must(err, "DescribeConfig "+topic)
+	// Sarama asks any broker; one that has not applied the topic's creation yet answers
+	// UNKNOWN_TOPIC_OR_PARTITION (metadata reaches brokers a moment after the controller).
+	var entries []sarama.ConfigEntry
+	eventually("configs of "+topic, func() bool {
+		var err error
+		entries, err = admin.DescribeConfig(sarama.ConfigResource{Type: sarama.TopicResource, Name: topic})
+		if errors.Is(err, sarama.ErrUnknownTopicOrPartition) {
+			return false
+		}
+		must(err, "DescribeConfig "+topic)
+		return true
+	})
 	configs := map[string]sarama.ConfigEntry{}
 	for _, entry := range entries {
 		configs[entry.Name] = entry
