@@ -393,3 +393,24 @@ fn offsets_of_an_empty_group_expire_after_retention() {
         vec![("t".to_owned(), 0)]
     );
 }
+
+#[test]
+fn a_full_group_refuses_another_member_but_not_a_rejoining_one() {
+    let options = GroupOptions {
+        group_size_max: 2,
+        ..GroupOptions::default()
+    };
+    let mut group = Group::new("g", 0, 0);
+    let dynamic = |member_id: &str| JoinRequest {
+        require_known_member_id: false,
+        ..request(member_id, None, &["range"])
+    };
+    let mut first = later(group.join(dynamic(""), &options, 0));
+    let first = first.try_recv().unwrap();
+    let _second = later(group.join(dynamic(""), &options, 1));
+    let refused = now(group.join(dynamic(""), &options, 2));
+    assert_eq!(refused.error, Some(ResponseError::GroupMaxSizeReached));
+    assert_eq!(group.members.len(), 2);
+    // A member already in the group may always rejoin.
+    let _rejoin = later(group.join(dynamic(&first.member_id), &options, 3));
+}
