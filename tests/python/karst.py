@@ -366,14 +366,19 @@ def topic_partition_count(broker: Broker, topic: str) -> int:
 
 
 def watermarks(broker: Broker, topic: str, partition: int, timeout_s: float = 10.0) -> tuple[int, int]:
-    """(low, high) watermark of one partition, asked of the broker (ListOffsets)."""
+    """(low, high) watermark of one partition, asked of the broker (ListOffsets through the
+    admin client: a consumer with a group.id would also look up a group coordinator, which
+    creates __consumer_offsets — a metadata write the disk-full tests must not cause)."""
     from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import OffsetSpec
 
-    consumer = confluent_consumer(broker)
-    try:
-        return consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s, cached=False)
-    finally:
-        consumer.close()
+    admin = confluent_admin(broker)
+    answers = []
+    for spec in (OffsetSpec.earliest(), OffsetSpec.latest()):
+        wanted = {TopicPartition(topic, partition): spec}
+        [future] = admin.list_offsets(wanted, request_timeout=timeout_s).values()
+        answers.append(future.result(timeout=timeout_s).offset)
+    return answers[0], answers[1]
 
 
 @dataclass(frozen=True)

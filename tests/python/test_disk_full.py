@@ -18,7 +18,7 @@ import time
 import pytest
 from confluent_kafka import KafkaError
 
-from karst import confluent_producer, consume_partitions, create_topic, wait_until, watermarks
+from karst import confluent_consumer, confluent_producer, consume_partitions, create_topic, wait_until, watermarks
 
 TOPIC = "disk-full"
 TMPFS_BYTES = 16 * 1024 * 1024
@@ -139,15 +139,30 @@ def assert_alive(broker, where):
     assert broker.http_get("/health")[0] == 200, f"{where}: /health is not 200"
 
 
+def ensure_offsets_topic(broker) -> None:
+    from confluent_kafka import TopicPartition
+    consumer = confluent_consumer(broker)
+    try:
+        consumer.committed([TopicPartition(TOPIC, 0)], timeout=30)
+    finally:
+        consumer.close()
+
+
 @pytest.mark.parametrize("segment_bytes", SEGMENT_BYTES)
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_full_disk_refuses_appends_stays_up_and_recovers_when_space_returns(brokers, small_disk, backend,
                                                                             segment_bytes):
     # The reserve is off: the disk really fills, and each backend meets ENOSPC in a write.
-    broker = brokers.new({"log.io.backend": backend, "log.dir.min.free.bytes": "0"})
+    broker = brokers.new({"log.io.backend": backend, "log.dir.min.free.bytes": "0",
+                          "offsets.topic.num.partitions": 1})
     broker.data_dir = small_disk / "data"
     broker.start()
     create_topic(broker, TOPIC, partitions=1, config={"segment.bytes": str(segment_bytes)})
+    # The consumers below have a group.id, so librdkafka looks up their group coordinator,
+    # which creates __consumer_offsets: a metadata write that, with the reserve off, would
+    # meet the full disk and stop the node (the last test here shows that case). It is
+    # created now, before the disk fills.
+    ensure_offsets_topic(broker)
     filler = small_disk / "filler"
     fill(filler, HEADROOM_BYTES)
 
