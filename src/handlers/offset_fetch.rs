@@ -51,24 +51,24 @@ pub async fn handle(
     {
         Err(error) => OffsetFetchResponse::default().with_error_code(error.code()),
         Ok(offsets) => {
-            let mut topics: Vec<OffsetFetchResponseTopic> = Vec::new();
-            for (topic, partition, value) in offsets {
-                let entry = OffsetFetchResponsePartition::default()
-                    .with_partition_index(partition)
-                    .with_committed_offset(value.as_ref().map_or(-1, |v| v.offset))
-                    .with_committed_leader_epoch(value.as_ref().map_or(-1, |v| v.leader_epoch))
-                    .with_metadata(Some(StrBytes::from_string(
-                        value.map(|v| v.metadata).unwrap_or_default(),
-                    )));
-                match topics.iter_mut().find(|t| t.name.0.as_str() == topic) {
-                    Some(existing) => existing.partitions.push(entry),
-                    None => topics.push(
-                        OffsetFetchResponseTopic::default()
-                            .with_name(TopicName(StrBytes::from_string(topic)))
-                            .with_partitions(vec![entry]),
-                    ),
-                }
-            }
+            let topics = by_topic(offsets)
+                .into_iter()
+                .map(|(topic, partitions)| {
+                    let partitions = partitions
+                        .into_iter()
+                        .map(|(partition, offset, leader_epoch, metadata)| {
+                            OffsetFetchResponsePartition::default()
+                                .with_partition_index(partition)
+                                .with_committed_offset(offset)
+                                .with_committed_leader_epoch(leader_epoch)
+                                .with_metadata(Some(StrBytes::from_string(metadata)))
+                        })
+                        .collect();
+                    OffsetFetchResponseTopic::default()
+                        .with_name(TopicName(StrBytes::from_string(topic)))
+                        .with_partitions(partitions)
+                })
+                .collect();
             OffsetFetchResponse::default().with_topics(topics)
         }
     }
@@ -83,23 +83,45 @@ fn batched_group(
         Err(error) => return group.with_error_code(error.code()),
         Ok(offsets) => offsets,
     };
-    let mut topics: Vec<OffsetFetchResponseTopics> = Vec::new();
+    let topics = by_topic(offsets)
+        .into_iter()
+        .map(|(topic, partitions)| {
+            let partitions = partitions
+                .into_iter()
+                .map(|(partition, offset, leader_epoch, metadata)| {
+                    OffsetFetchResponsePartitions::default()
+                        .with_partition_index(partition)
+                        .with_committed_offset(offset)
+                        .with_committed_leader_epoch(leader_epoch)
+                        .with_metadata(Some(StrBytes::from_string(metadata)))
+                })
+                .collect();
+            OffsetFetchResponseTopics::default()
+                .with_name(TopicName(StrBytes::from_string(topic)))
+                .with_partitions(partitions)
+        })
+        .collect();
+    group.with_topics(topics)
+}
+
+/// The answer's partitions grouped by topic, in first-seen order: (partition, offset,
+/// leader epoch, metadata), -1 where nothing is committed. Both response layouts (one
+/// group, v1-7; batched groups, v8+) are built from it.
+type PartitionAnswer = (i32, i64, i32, String);
+
+fn by_topic(
+    offsets: Vec<(String, i32, Option<OffsetValue>)>,
+) -> Vec<(String, Vec<PartitionAnswer>)> {
+    let mut topics: Vec<(String, Vec<PartitionAnswer>)> = Vec::new();
     for (topic, partition, value) in offsets {
-        let entry = OffsetFetchResponsePartitions::default()
-            .with_partition_index(partition)
-            .with_committed_offset(value.as_ref().map_or(-1, |v| v.offset))
-            .with_committed_leader_epoch(value.as_ref().map_or(-1, |v| v.leader_epoch))
-            .with_metadata(Some(StrBytes::from_string(
-                value.map(|v| v.metadata).unwrap_or_default(),
-            )));
-        match topics.iter_mut().find(|t| t.name.0.as_str() == topic) {
-            Some(existing) => existing.partitions.push(entry),
-            None => topics.push(
-                OffsetFetchResponseTopics::default()
-                    .with_name(TopicName(StrBytes::from_string(topic)))
-                    .with_partitions(vec![entry]),
-            ),
+        let answer = match value {
+            Some(v) => (partition, v.offset, v.leader_epoch, v.metadata),
+            None => (partition, -1, -1, String::new()),
+        };
+        match topics.iter_mut().find(|(name, _)| *name == topic) {
+            Some((_, partitions)) => partitions.push(answer),
+            None => topics.push((topic, vec![answer])),
         }
     }
-    group.with_topics(topics)
+    topics
 }
