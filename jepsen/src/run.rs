@@ -21,7 +21,7 @@ use anyhow::{bail, Context};
 
 use crate::checker::Results;
 use crate::cluster::cleanup::{self, CleanupGuard};
-use crate::cluster::network::{self, NodeId, CLIENT_NAMESPACE};
+use crate::cluster::network::{self, NodeId};
 use crate::cluster::Cluster;
 use crate::history::{Function, HistoryWriter, Op, OpType, Process, NEMESIS_PROCESS};
 use crate::nemesis::{self, Family, Nemesis};
@@ -68,7 +68,7 @@ pub fn run(options: &RunOptions) -> anyhow::Result<(PathBuf, Results)> {
         &run_directory,
         faketime,
     )?;
-    network::enter(CLIENT_NAMESPACE)?;
+    network::enter(&network::client_namespace())?;
     cluster.start_stopped()?;
 
     let workload_options = Arc::new(WorkloadOptions {

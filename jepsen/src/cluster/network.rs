@@ -17,13 +17,28 @@ use std::process::Command;
 
 use anyhow::{bail, Context};
 
-/// Every namespace of the harness starts with this, so a later run can remove what a crashed
-/// run left behind (and nothing else).
-pub const NAMESPACE_PREFIX: &str = "kj-";
+/// Every namespace of the harness starts with this prefix, so a later run can remove what a
+/// crashed run left behind (and nothing else): `kj-` unless `KARST_JEPSEN_NETNS_PREFIX` names
+/// another, which lets two runs share a machine (each removes only its own prefix's leftovers).
+pub fn namespace_prefix() -> &'static str {
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PREFIX.get_or_init(|| {
+        std::env::var("KARST_JEPSEN_NETNS_PREFIX")
+            .ok()
+            .filter(|prefix| !prefix.is_empty())
+            .unwrap_or_else(|| "kj-".to_owned())
+    })
+}
+
 /// The namespace that holds the bridge.
-pub const BRIDGE_NAMESPACE: &str = "kj-bridge";
+pub fn bridge_namespace() -> String {
+    format!("{}bridge", namespace_prefix())
+}
+
 /// The namespace the workload client and the harness itself run in.
-pub const CLIENT_NAMESPACE: &str = "kj-client";
+pub fn client_namespace() -> String {
+    format!("{}client", namespace_prefix())
+}
 /// The client's address.
 pub const CLIENT_ADDRESS: &str = "10.77.0.100";
 /// The /24 the namespaces share.
@@ -33,7 +48,7 @@ const SUBNET_PREFIX: &str = "10.77.0";
 pub type NodeId = u32;
 
 pub fn node_namespace(node: NodeId) -> String {
-    format!("{NAMESPACE_PREFIX}n{node}")
+    format!("{}n{node}", namespace_prefix())
 }
 
 pub fn node_address(node: NodeId) -> String {
@@ -89,7 +104,7 @@ pub fn existing_namespaces() -> anyhow::Result<Vec<String>> {
     Ok(String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter_map(|line| line.split_whitespace().next())
-        .filter(|name| name.starts_with(NAMESPACE_PREFIX))
+        .filter(|name| name.starts_with(namespace_prefix()))
         .map(str::to_owned)
         .collect())
 }
@@ -113,18 +128,11 @@ pub fn delete_namespaces() {
 pub fn create(nodes: &[NodeId]) -> anyhow::Result<()> {
     // A crashed earlier run may have left its namespaces: they are ours, remove them.
     delete_namespaces();
-    ip(&["netns", "add", BRIDGE_NAMESPACE])?;
-    ip(&["-n", BRIDGE_NAMESPACE, "link", "set", "lo", "up"])?;
-    ip(&[
-        "-n",
-        BRIDGE_NAMESPACE,
-        "link",
-        "add",
-        "br0",
-        "type",
-        "bridge",
-    ])?;
-    ip(&["-n", BRIDGE_NAMESPACE, "link", "set", "br0", "up"])?;
+    let bridge = bridge_namespace();
+    ip(&["netns", "add", &bridge])?;
+    ip(&["-n", &bridge, "link", "set", "lo", "up"])?;
+    ip(&["-n", &bridge, "link", "add", "br0", "type", "bridge"])?;
+    ip(&["-n", &bridge, "link", "set", "br0", "up"])?;
     for node in nodes {
         attach(
             &node_namespace(*node),
@@ -132,29 +140,20 @@ pub fn create(nodes: &[NodeId]) -> anyhow::Result<()> {
             &node_address(*node),
         )?;
     }
-    attach(CLIENT_NAMESPACE, "client", CLIENT_ADDRESS)
+    attach(&client_namespace(), "client", CLIENT_ADDRESS)
 }
 
 /// Creates `namespace` with an `eth0` at `address`, its peer `port` on the bridge.
 fn attach(namespace: &str, port: &str, address: &str) -> anyhow::Result<()> {
+    let bridge = bridge_namespace();
     ip(&["netns", "add", namespace])?;
     ip(&["-n", namespace, "link", "set", "lo", "up"])?;
     ip(&[
-        "-n",
-        BRIDGE_NAMESPACE,
-        "link",
-        "add",
-        port,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
+        "-n", &bridge, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns",
         namespace,
     ])?;
-    ip(&["-n", BRIDGE_NAMESPACE, "link", "set", port, "master", "br0"])?;
-    ip(&["-n", BRIDGE_NAMESPACE, "link", "set", port, "up"])?;
+    ip(&["-n", &bridge, "link", "set", port, "master", "br0"])?;
+    ip(&["-n", &bridge, "link", "set", port, "up"])?;
     ip(&[
         "-n",
         namespace,
