@@ -27,7 +27,8 @@ use tokio::task::JoinHandle;
 
 use crate::image::MetadataImage;
 use crate::log_store::{LogStore, SEGMENT_BYTES_DEFAULT};
-use crate::network::{client::NetworkFactory, server};
+use crate::network::client::{NetworkFactory, PeerRefusals};
+use crate::network::server;
 use crate::records::{MetadataBatch, MetadataRecord};
 use crate::state_machine::{SnapshotCounters, SnapshotCounts, StateMachine};
 use crate::type_config::{Applied, ControllerNode, Raft, TypeConfig};
@@ -180,6 +181,7 @@ pub struct MetadataQuorum {
     server_stop: watch::Sender<bool>,
     server: Mutex<Option<JoinHandle<()>>>,
     application: server::HandlerSlot,
+    refusals: PeerRefusals,
 }
 
 fn storage_error(path: &std::path::Path) -> impl FnOnce(io::Error) -> QuorumError + '_ {
@@ -215,7 +217,8 @@ impl MetadataQuorum {
                 source,
             })?;
 
-        let network = NetworkFactory::new(options.node_id);
+        let refusals = PeerRefusals::default();
+        let network = NetworkFactory::new(options.node_id, refusals.clone());
         let raft = Raft::new(options.node_id, config, network, log, state_machine)
             .await
             .map_err(|error| QuorumError::Raft(error.to_string()))?;
@@ -237,6 +240,7 @@ impl MetadataQuorum {
             server_stop,
             application,
             server: Mutex::new(Some(server)),
+            refusals,
         })
     }
 
@@ -280,6 +284,13 @@ impl MetadataQuorum {
     /// Every image published from now on (and the current one).
     pub fn subscribe(&self) -> watch::Receiver<Arc<MetadataImage>> {
         self.images.clone()
+    }
+
+    /// Since when `peer` (another member) has refused this node's Raft connections, if it
+    /// still does: nothing listens on its controller listener, so its process is gone. Known
+    /// for the peers this node sends to, i.e. on the leader for every member.
+    pub fn connection_refused_since(&self, peer: u64) -> Option<std::time::Instant> {
+        self.refusals.since(peer)
     }
 
     pub fn status(&self) -> QuorumStatus {

@@ -39,6 +39,7 @@ pub const BROKER_KEYS: &[KeyDef] = keys![
     "broker.rack", String, "", "Rack of this broker, for rack-aware replica placement.";
     "broker.session.timeout.ms", Int, "9000", "A broker without a heartbeat for this long is fenced by the controller.";
     "broker.heartbeat.interval.ms", Int, "2000", "How often a broker heartbeats to the controller.";
+    "broker.fencing.connection.refused.ms", Int, "500", "Karst: a node whose controller listener has refused the active controller's Raft connections this long (its process is gone), and that has not heartbeated for as long, is fenced without waiting for broker.session.timeout.ms. A partitioned node refuses nothing and waits out the session. 0: only the session timeout fences.";
     "metadata.snapshot.interval.entries", Long, "10000", "Committed metadata log entries between snapshots of the metadata image.";
     "advertised.listeners", List, "", "Listeners given to clients; defaults to listeners.";
     "admin.listener", String, "127.0.0.1:9644", "HTTP address for /metrics and /health.";
@@ -150,6 +151,8 @@ pub struct BrokerConfig {
     pub voters: std::collections::BTreeMap<u64, String>,
     pub rack: Option<String>,
     pub broker_session_timeout_ms: u64,
+    /// 0: off.
+    pub broker_fencing_connection_refused_ms: u64,
     pub broker_heartbeat_interval_ms: u64,
     pub snapshot_interval_entries: u64,
     pub advertised_host: String,
@@ -410,6 +413,9 @@ impl BrokerConfig {
             voters,
             rack: Some(get("broker.rack")).filter(|rack| !rack.is_empty()),
             broker_session_timeout_ms: positive("broker.session.timeout.ms")? as u64,
+            broker_fencing_connection_refused_ms: non_negative(
+                "broker.fencing.connection.refused.ms",
+            )? as u64,
             broker_heartbeat_interval_ms: positive("broker.heartbeat.interval.ms")? as u64,
             snapshot_interval_entries: positive("metadata.snapshot.interval.entries")? as u64,
             advertised_host,

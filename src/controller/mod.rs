@@ -40,7 +40,17 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pause between attempts while leadership settles.
 const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 /// How often the leader looks for brokers to fence.
-pub const FENCING_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+pub const FENCING_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Why the controller fences a broker that is not shutting down.
+#[derive(Clone, Copy, Debug)]
+enum Silence {
+    /// No heartbeat for `broker.session.timeout.ms`.
+    SessionExpired,
+    /// Its node has refused the controller's Raft connections for
+    /// `broker.fencing.connection.refused.ms`, since after its last heartbeat.
+    ConnectionRefused,
+}
 
 /// A request to the controller, as forwarded between nodes (JSON on the wire; our own type).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -154,8 +164,12 @@ pub enum ControllerReply {
 pub struct ControllerState {
     /// Serializes decisions: each sees the image every earlier one produced.
     decisions: tokio::sync::Mutex<()>,
-    /// Last heartbeat per broker, as seen by this node while leading.
+    /// Last heartbeat per broker, as seen by this node while leading (reset to the takeover
+    /// time when this node becomes leader: every broker gets a full session).
     last_heartbeat: Mutex<HashMap<i32, Instant>>,
+    /// Last registration or heartbeat actually received per broker (not reset on takeover):
+    /// a connection refusal newer than it means the process is gone.
+    heard_from: Mutex<HashMap<i32, Instant>>,
     /// The term this node last started leading in (0: not leading).
     leading_term: Mutex<u64>,
     /// Data directory id each broker registered with, to tell a restart from a duplicate.
@@ -165,6 +179,21 @@ pub struct ControllerState {
     shutting_down: Mutex<std::collections::HashSet<(i32, i64)>>,
     /// When the automatic preferred-leader rebalance last ran.
     last_rebalance: Mutex<Option<Instant>>,
+}
+
+impl ControllerState {
+    /// A registration or heartbeat from `broker` arrived now.
+    fn heard(&self, broker: i32) {
+        let now = Instant::now();
+        self.last_heartbeat
+            .lock()
+            .expect("heartbeats lock poisoned")
+            .insert(broker, now);
+        self.heard_from
+            .lock()
+            .expect("heartbeats lock poisoned")
+            .insert(broker, now);
+    }
 }
 
 /// Not-the-leader, as an internal signal to forward.
@@ -483,11 +512,7 @@ impl Broker {
                 });
             }
         }
-        self.controller
-            .last_heartbeat
-            .lock()
-            .expect("heartbeats lock poisoned")
-            .insert(id, Instant::now());
+        self.controller.heard(id);
         let mut records = vec![MetadataRecord::RegisterBroker {
             broker_id: id,
             incarnation_id: registration.incarnation_id,
@@ -533,11 +558,7 @@ impl Broker {
                 AfterWrite::Nothing,
             );
         };
-        self.controller
-            .last_heartbeat
-            .lock()
-            .expect("heartbeats lock poisoned")
-            .insert(broker_id, Instant::now());
+        self.controller.heard(broker_id);
         if want_shut_down {
             // Controlled shutdown: fence now and move its leaderships before it goes.
             self.controller
@@ -655,25 +676,47 @@ impl Broker {
             }
         }
         let session = Duration::from_millis(self.config.broker_session_timeout_ms);
+        let refused_for = Duration::from_millis(self.config.broker_fencing_connection_refused_ms);
         let image = self.quorum.image();
-        let silent: Vec<(i32, i64)> = {
+        let silent: Vec<(i32, i64, Silence)> = {
             let seen = self
                 .controller
                 .last_heartbeat
+                .lock()
+                .expect("heartbeats lock poisoned");
+            let heard_from = self
+                .controller
+                .heard_from
                 .lock()
                 .expect("heartbeats lock poisoned");
             image
                 .brokers
                 .values()
                 .filter(|b| !b.fenced)
-                .filter(|b| {
-                    seen.get(&b.broker_id)
-                        .is_none_or(|at| at.elapsed() > session)
+                .filter_map(|b| {
+                    let last_heard = seen.get(&b.broker_id).copied();
+                    let silence = if last_heard.is_none_or(|at| at.elapsed() > session) {
+                        Silence::SessionExpired
+                    } else if !refused_for.is_zero()
+                        && self
+                            .quorum
+                            .connection_refused_since(b.broker_id as u64)
+                            // A refusal older than its last heartbeat or registration came
+                            // before a process that has since answered.
+                            .is_some_and(|since| {
+                                heard_from.get(&b.broker_id).is_none_or(|at| since > *at)
+                                    && since.elapsed() >= refused_for
+                            })
+                    {
+                        Silence::ConnectionRefused
+                    } else {
+                        return None;
+                    };
+                    Some((b.broker_id, b.broker_epoch, silence))
                 })
-                .map(|b| (b.broker_id, b.broker_epoch))
                 .collect()
         };
-        for (broker_id, broker_epoch) in silent {
+        for (broker_id, broker_epoch, silence) in silent {
             let _turn = self.controller.decisions.lock().await;
             let image = self.quorum.image();
             if image
@@ -691,11 +734,18 @@ impl Broker {
                 broker_id,
                 &|configs| crate::config::topic::unclean_leader_election(configs, &self.config),
             ));
-            tracing::warn!(
-                broker = broker_id,
-                session_timeout_ms = self.config.broker_session_timeout_ms,
-                "fencing a broker that stopped heartbeating"
-            );
+            match silence {
+                Silence::SessionExpired => tracing::warn!(
+                    broker = broker_id,
+                    session_timeout_ms = self.config.broker_session_timeout_ms,
+                    "fencing a broker that stopped heartbeating"
+                ),
+                Silence::ConnectionRefused => tracing::warn!(
+                    broker = broker_id,
+                    refused_ms = self.config.broker_fencing_connection_refused_ms,
+                    "fencing a broker whose node refuses connections (its process is gone)"
+                ),
+            }
             if let Err(error) = self.quorum.write(records).await {
                 tracing::warn!(broker = broker_id, %error, "fencing did not commit");
             }

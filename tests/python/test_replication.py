@@ -314,6 +314,54 @@ def test_a_dead_follower_leaves_the_isr_and_two_dead_followers_refuse_acks_all(b
     assert len(digests) == 1, "replicas differ after both followers returned"
 
 
+def test_a_sigkilled_leader_is_fenced_at_once_but_a_paused_one_only_after_its_session(brokers, capsys):
+    # Kafka's default 9 s session. A SIGSTOPped node still accepts connections (the kernel
+    # does), so only its session can fence it: it must keep its leadership through a pause
+    # shorter than the session. A SIGKILLed node refuses connections, which the controller
+    # takes as death (broker.fencing.connection.refused.ms, 500 ms): leadership moves long
+    # before the session would end.
+    session_s = 9
+    cluster = start_cluster(brokers, settings={"broker.session.timeout.ms": session_s * 1000,
+                                               "broker.heartbeat.interval.ms": 2000})
+    # The leader must not be the controller (a dead controller costs an election first):
+    # replicas placed so that the preferred leader is another node.
+    from confluent_kafka.admin import NewTopic
+
+    controller = cluster.agreed_leader()
+    others = [node_id for node_id in (1, 2, 3) if node_id != controller]
+    admin = confluent_admin(cluster.nodes[1])
+    topic = NewTopic("fencing", num_partitions=1, replication_factor=-1,
+                     replica_assignment=[others + [controller]],
+                     config={"min.insync.replicas": "2"})
+    admin.create_topics([topic], operation_timeout=30)["fencing"].result(timeout=30)
+    wait_until(lambda: leader_of(cluster, "fencing", 0) == others[0], timeout_s=30,
+               what="fencing-0 led by its preferred replica")
+    leader = others[0]
+
+    paused = cluster.nodes[leader]
+    os.kill(paused.pid, signal.SIGSTOP)
+    try:
+        # Four seconds: nobody fences it (a wrong fast path would within one).
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline:
+            views = [partition_views(node).get(("fencing", 0)) for node in cluster.alive_nodes
+                     if node is not paused]
+            assert not any(view and view["role"] == "leader" for view in views), \
+                "a paused broker lost its leadership before its session ended"
+            time.sleep(0.2)
+    finally:
+        os.kill(paused.pid, signal.SIGCONT)
+    assert leader_of(cluster, "fencing", 0) == leader
+
+    paused.kill()
+    killed_at = time.monotonic()
+    wait_until(lambda: leader_of(cluster, "fencing", 0) not in (None, leader), timeout_s=session_s,
+               interval_s=0.05, what="a new leader after the SIGKILL")
+    moved_s = time.monotonic() - killed_at
+    report(capsys, f"leadership moved {moved_s:.2f} s after the leader's SIGKILL (session {session_s} s)")
+    assert moved_s < 3, f"leadership took {moved_s:.2f} s to move after a SIGKILL"
+
+
 def test_200000_records_survive_10_sigkills_of_the_leader_with_no_acknowledged_loss(brokers, capsys):
     cluster = start_cluster(brokers)
     create_replicated_topic(cluster, "failover")

@@ -7,9 +7,11 @@
 //! paces retries to an unreachable peer, so there is no retry loop here. Every RPC is bounded
 //! by openraft's hard TTL for it; connecting is bounded by [`CONNECT_TIMEOUT`].
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RPCTypes, RaftNetworkFactory};
@@ -29,14 +31,45 @@ use crate::type_config::{ControllerNode, Snapshot, SnapshotData, TypeConfig, Vot
 /// within this on a LAN is down, and openraft will try again after its backoff.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// Since when each peer has refused this node's connections (nothing listens on its
+/// controller listener: its process is gone), cleared by the peer's next answer. A refusal is
+/// a definite sign of a dead process, unlike a timeout, which a slow or partitioned peer
+/// also gives; the controller fences such a node without waiting out its whole session.
+#[derive(Clone, Default)]
+pub struct PeerRefusals(Arc<Mutex<HashMap<u64, Instant>>>);
+
+impl PeerRefusals {
+    /// When `peer` started refusing connections, if it still does.
+    pub fn since(&self, peer: u64) -> Option<Instant> {
+        self.0
+            .lock()
+            .expect("refusals lock poisoned")
+            .get(&peer)
+            .copied()
+    }
+
+    fn refused(&self, peer: u64) {
+        self.0
+            .lock()
+            .expect("refusals lock poisoned")
+            .entry(peer)
+            .or_insert_with(Instant::now);
+    }
+
+    fn answered(&self, peer: u64) {
+        self.0.lock().expect("refusals lock poisoned").remove(&peer);
+    }
+}
+
 /// Creates [`PeerClient`]s for openraft.
 pub struct NetworkFactory {
     node_id: u64,
+    refusals: PeerRefusals,
 }
 
 impl NetworkFactory {
-    pub fn new(node_id: u64) -> NetworkFactory {
-        NetworkFactory { node_id }
+    pub fn new(node_id: u64, refusals: PeerRefusals) -> NetworkFactory {
+        NetworkFactory { node_id, refusals }
     }
 }
 
@@ -49,6 +82,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             target,
             address: node.address.clone(),
             connection: None,
+            refusals: self.refusals.clone(),
         }
     }
 }
@@ -60,6 +94,7 @@ pub struct PeerClient {
     target: u64,
     address: String,
     connection: Option<Connection>,
+    refusals: PeerRefusals,
 }
 
 /// Why an RPC failed, before it is mapped to openraft's error types.
@@ -82,7 +117,15 @@ impl PeerClient {
 
     async fn exchange(&mut self, payload: &[u8]) -> Result<Response, CallError> {
         if self.connection.is_none() {
-            self.connection = Some(self.connect().await.map_err(CallError::Unreachable)?);
+            match self.connect().await {
+                Ok(connection) => self.connection = Some(connection),
+                Err(error) => {
+                    if error.kind() == io::ErrorKind::ConnectionRefused {
+                        self.refusals.refused(self.target);
+                    }
+                    return Err(CallError::Unreachable(error));
+                }
+            }
         }
         let connection = self.connection.as_mut().expect("connected above");
         write_frame(connection.get_mut(), payload)
@@ -98,6 +141,7 @@ impl PeerClient {
                 ))
             })?;
         let response = codec::decode::<Response>(&frame).map_err(CallError::Network)?;
+        self.refusals.answered(self.target);
         if let Response::Refused(reason) = response {
             return Err(CallError::Unreachable(io::Error::other(format!(
                 "node {} refused: {reason}",
