@@ -1,0 +1,421 @@
+//! Three-node benchmarks, run with `scripts/bench cluster` (`cargo bench --bench cluster`).
+//!
+//! **Karst and Apache Kafka, 3 nodes, RF=3** (issue 11): a three-node Karst cluster and a
+//! three-node Apache Kafka 4.4.0 cluster (`scripts/kafka-peer`, KRaft combined mode, with its
+//! defaults and with `log.flush.interval.messages=1`) in the same run, on loopback and one
+//! disk; topics of 6 partitions, `default.replication.factor=3`, `min.insync.replicas=2`,
+//! acks=all, driven by librdkafka. For 200-byte and 1 KiB records: produce as fast as the
+//! client goes, consume everything with one consumer, and produce paced at 10 and 50 MB/s
+//! offered for the latency percentiles. Broker CPU is the three nodes' together, per GB of
+//! payload; RSS is each node's peak (`VmHWM`) at the end of its system's rows.
+//!
+//! **Idempotence** (issue 8): produce throughput with `enable.idempotence` off and on, 200-byte
+//! records, acks=all, on a single node and on the three-node cluster (RF=3), alternating off
+//! and on over three rounds on the same broker, fresh topic per phase; the cost is the drop of
+//! the median.
+//!
+//! Environment: `KARST_BENCH_ONLY` (`kafka` for the first part, `idempotence` for the second,
+//! or a row's name), `KARST_BENCH_SCALE` (multiplies every record count, default 1),
+//! `KARST_BENCH_PRODUCER` / `KARST_BENCH_CONSUMER` as in `produce_consume`.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[path = "support/mod.rs"]
+mod support;
+
+use support::kafka::KafkaPeer;
+use support::load::{consume, produce, produce_with, Keys, PARTITIONS};
+use support::{cpu_seconds, peak_rss_bytes, Broker, Cluster};
+
+/// Every node of a three-node row: RF=3 and acks=all that needs two replicas.
+const REPLICATED: [&str; 2] = ["default.replication.factor=3", "min.insync.replicas=2"];
+
+/// Record sizes and how many records of each a throughput phase sends (before the scale).
+const SIZES: [(usize, usize); 2] = [(200, 1_000_000), (1024, 300_000)];
+
+/// Offered loads of the paced phases, MB/s, each for `PACED_SECONDS`.
+const PACED_MEGABYTES: [f64; 2] = [10.0, 50.0];
+const PACED_SECONDS: f64 = 5.0;
+
+/// The brokers under test: their bootstrap servers and process ids.
+struct Brokers {
+    bootstrap: String,
+    pids: Vec<u32>,
+}
+
+impl Brokers {
+    fn cpu_seconds(&self) -> f64 {
+        self.pids
+            .iter()
+            .map(|pid| cpu_seconds(&pid.to_string()))
+            .sum()
+    }
+
+    /// Runs `phase` and returns its result with the brokers' CPU seconds per GB of `bytes`.
+    fn cpu_per_gigabyte<T>(&self, bytes: usize, phase: impl FnOnce() -> T) -> (T, f64) {
+        let before = self.cpu_seconds();
+        let result = phase();
+        (result, (self.cpu_seconds() - before) / (bytes as f64 / 1e9))
+    }
+
+    /// Each node's peak RSS so far, MiB.
+    fn peak_rss_mib(&self) -> Vec<f64> {
+        self.pids
+            .iter()
+            .map(|pid| peak_rss_bytes(*pid) as f64 / (1024.0 * 1024.0))
+            .collect()
+    }
+}
+
+fn scaled(records: usize) -> usize {
+    let scale: f64 = std::env::var("KARST_BENCH_SCALE")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(1.0);
+    ((records as f64 * scale) as usize).max(1000)
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// The rows of one system (Karst or a Kafka configuration) on three nodes, RF=3: throughput and
+/// paced latency tables get a row per record size; returns the system's peak RSS per node.
+fn cluster_rows(
+    name: &str,
+    brokers: &Brokers,
+    throughput_rows: &mut Vec<String>,
+    paced_rows: &mut Vec<String>,
+) -> Vec<f64> {
+    for (record_bytes, records) in SIZES {
+        let records = scaled(records);
+        let topic = format!("bench-{record_bytes}");
+        let (produced, produce_cpu) = brokers.cpu_per_gigabyte(records * record_bytes, || {
+            produce(
+                &brokers.bootstrap,
+                &topic,
+                records,
+                record_bytes,
+                Keys::None,
+                None,
+            )
+        });
+        // The warm-up record per partition is in the topic too.
+        let stored = records + PARTITIONS as usize;
+        let (consumed, consume_cpu) = brokers.cpu_per_gigabyte(stored * record_bytes, || {
+            consume(&brokers.bootstrap, &topic, stored, 1)
+        });
+        throughput_rows.push(format!(
+            "| {name} | {record_bytes} | {:.0} | {:.1} | {:.2} | {:.2} | {:.1} | {:.0} | {:.1} | {:.1} |",
+            produced.records_per_second,
+            produced.megabytes_per_second,
+            produced.p50_ms,
+            produced.p99_ms,
+            produce_cpu,
+            consumed.records_per_second,
+            consumed.megabytes_per_second,
+            consume_cpu,
+        ));
+        for megabytes in PACED_MEGABYTES {
+            let rate = megabytes * 1e6 / record_bytes as f64;
+            let records = (rate * PACED_SECONDS) as usize;
+            let produced = produce(
+                &brokers.bootstrap,
+                &format!("paced-{record_bytes}-{megabytes}"),
+                records,
+                record_bytes,
+                Keys::None,
+                Some(rate),
+            );
+            paced_rows.push(format!(
+                "| {name} | {record_bytes} | {megabytes:.0} | {:.1} | {:.2} | {:.2} | {:.2} |",
+                produced.megabytes_per_second, produced.p50_ms, produced.p99_ms, produced.p999_ms
+            ));
+        }
+    }
+    brokers.peak_rss_mib()
+}
+
+/// Karst and Apache Kafka on three nodes, RF=3, in one run.
+fn karst_and_kafka(root: &std::path::Path, only: &str) {
+    let mut throughput_rows = Vec::new();
+    let mut paced_rows = Vec::new();
+    let mut rss_rows = Vec::new();
+    let karst_name = "Karst, 3 nodes, fsync before ack on every replica";
+    if karst_name.contains(only) || "kafka".contains(only) {
+        let mut settings = REPLICATED.to_vec();
+        settings.push("log.io.backend=io_uring");
+        let cluster = Cluster::start(&root.join("karst"), PARTITIONS, &settings);
+        let brokers = Brokers {
+            bootstrap: cluster.bootstrap.clone(),
+            pids: cluster.pids(),
+        };
+        let rss = cluster_rows(karst_name, &brokers, &mut throughput_rows, &mut paced_rows);
+        rss_rows.push((karst_name.to_owned(), rss));
+    }
+    let kafka_modes: [(&str, &[&str]); 2] = [
+        (
+            "Apache Kafka 4.4.0, 3 nodes, defaults (no fsync before ack)",
+            &[],
+        ),
+        (
+            "Apache Kafka 4.4.0, 3 nodes, log.flush.interval.messages=1",
+            &["log.flush.interval.messages=1"],
+        ),
+    ];
+    for (index, (name, extra)) in kafka_modes.iter().enumerate() {
+        if !(name.contains(only) || "kafka".contains(only)) {
+            continue;
+        }
+        let mut settings = REPLICATED.to_vec();
+        settings.extend_from_slice(extra);
+        let Some(kafka) = KafkaPeer::start(&root.join(format!("kafka-{index}")), 3, &settings)
+        else {
+            continue;
+        };
+        let brokers = Brokers {
+            bootstrap: kafka.bootstrap.clone(),
+            pids: kafka.pids.clone(),
+        };
+        let rss = cluster_rows(name, &brokers, &mut throughput_rows, &mut paced_rows);
+        rss_rows.push((name.to_string(), rss));
+        drop(kafka);
+    }
+    if throughput_rows.is_empty() {
+        return;
+    }
+    println!("\n## 3 nodes, RF=3, min.insync.replicas=2, acks=all\n");
+    println!("| system | record bytes | produce rec/s | MB/s | p50 ms | p99 ms | broker CPU s/GB | consume rec/s, 1 consumer | MB/s | broker CPU s/GB |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for row in &throughput_rows {
+        println!("{row}");
+    }
+    println!("\n| paced produce | record bytes | offered MB/s | achieved MB/s | p50 ms | p99 ms | p99.9 ms |");
+    println!("|---|---|---|---|---|---|---|");
+    for row in &paced_rows {
+        println!("{row}");
+    }
+    println!("\n| system | peak RSS per node, MiB (nodes 1, 2, 3) |");
+    println!("|---|---|");
+    for (name, rss) in &rss_rows {
+        let each: Vec<String> = rss.iter().map(|mib| format!("{mib:.0}")).collect();
+        println!("| {name} | {} |", each.join(", "));
+    }
+}
+
+/// The client of an idempotence comparison.
+#[derive(Clone, Copy)]
+enum Driver {
+    /// librdkafka (this process). With idempotence it keeps at most 5 *messages* per partition
+    /// in flight (`rktp_msgs_inflight` against `RD_KAFKA_IDEMP_MAX_INFLIGHT`), so in practice
+    /// one ProduceRequest per partition: throughput then follows the acks=all round trip.
+    Librdkafka,
+    /// Kafka's own `kafka-producer-perf-test` (the Java producer, run by `scripts/kafka-peer
+    /// tool`): 5 requests in flight per connection with idempotence on or off, so only the
+    /// broker's side of idempotence differs. Figures are its steady-state line (after
+    /// `--warmup-records`).
+    Java,
+}
+
+impl Driver {
+    fn name(self) -> &'static str {
+        match self {
+            Driver::Librdkafka => "librdkafka 2.12.1",
+            Driver::Java => "Java producer 4.4.0",
+        }
+    }
+}
+
+/// records/s, p50 ms and p99 ms of one phase.
+type Rates = (f64, f64, f64);
+
+/// Runs `kafka-producer-perf-test` with `records` (a fifth of them more as JIT warm-up) of 200
+/// bytes; its steady-state figures, or None (reason on stderr) where it cannot run.
+fn java_producer(bootstrap: &str, topic: &str, records: usize, on: bool) -> Option<Rates> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka-peer");
+    let warmup = records / 5;
+    let output = std::process::Command::new(script)
+        .args([
+            "tool",
+            "org.apache.kafka.tools.ProducerPerformance",
+            "--topic",
+            topic,
+        ])
+        .args(["--num-records", &(records + warmup).to_string()])
+        .args(["--warmup-records", &warmup.to_string()])
+        .args([
+            "--record-size",
+            "200",
+            "--throughput",
+            "-1",
+            "--producer-props",
+        ])
+        .arg(format!("bootstrap.servers={bootstrap}"))
+        .args(["acks=all", "linger.ms=10", "batch.size=262144"])
+        .arg(format!("enable.idempotence={on}"))
+        .output();
+    let output = match output {
+        Ok(output) if output.status.success() => output,
+        Ok(output) => {
+            eprintln!(
+                "kafka-producer-perf-test failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+            return None;
+        }
+        Err(error) => {
+            eprintln!("kafka-producer-perf-test: {error}");
+            return None;
+        }
+    };
+    // "800000 steady state records sent, 252445.5 records/sec (48.15 MB/sec), 88.86 ms avg
+    // latency, 465.00 ms max latency, 38 ms 50th, 367 ms 95th, 429 ms 99th, 464 ms 99.9th."
+    let text = String::from_utf8_lossy(&output.stdout);
+    let line = text.lines().find(|line| line.contains("steady state"))?;
+    let number_before = |suffix: &str| -> Option<f64> {
+        let end = line.find(suffix)?;
+        line[..end].split_whitespace().last()?.parse().ok()
+    };
+    Some((
+        number_before(" records/sec")?,
+        number_before(" ms 50th")?,
+        number_before(" ms 99th")?,
+    ))
+}
+
+/// One phase of the idempotence comparison: its figures and the broker CPU s/GB.
+fn idempotence_phase(
+    brokers: &Brokers,
+    driver: Driver,
+    topic: &str,
+    records: usize,
+    on: bool,
+) -> Option<(Rates, f64)> {
+    let (rates, cpu) = brokers.cpu_per_gigabyte(records * 200, || match driver {
+        Driver::Librdkafka => {
+            let setting = [("enable.idempotence", if on { "true" } else { "false" })];
+            let produced = produce_with(
+                &brokers.bootstrap,
+                topic,
+                records,
+                200,
+                Keys::None,
+                None,
+                &setting,
+            );
+            Some((
+                produced.records_per_second,
+                produced.p50_ms,
+                produced.p99_ms,
+            ))
+        }
+        Driver::Java => java_producer(&brokers.bootstrap, topic, records, on),
+    });
+    Some((rates?, cpu))
+}
+
+/// Idempotence off and on, alternating, three rounds, on one broker or cluster.
+fn idempotence_rows(name: &str, brokers: &Brokers, driver: Driver, records: usize) {
+    let mut figures: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let client = driver.name();
+    for round in 1..=3 {
+        // Alternate which goes first, so a drift over the run does not favour one side.
+        let order = if round % 2 == 1 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for on in order {
+            let label = if on { "on" } else { "off" };
+            let topic = format!("idem-{}-{round}-{label}", client.len());
+            let Some(((rate, p50, p99), cpu)) =
+                idempotence_phase(brokers, driver, &topic, records, on)
+            else {
+                return;
+            };
+            figures[usize::from(on)].push(rate);
+            println!("| {name} | {client} | {label} | {round} | {rate:.0} | {p50:.2} | {p99:.2} | {cpu:.2} |");
+        }
+    }
+    let off = median(&mut figures[0]);
+    let on = median(&mut figures[1]);
+    println!(
+        "| {name} | {client} | **median: off {off:.0}, on {on:.0}** | | **cost {:.1} %** | | | |",
+        (1.0 - on / off) * 100.0
+    );
+}
+
+fn idempotence(root: &std::path::Path, only: &str) {
+    let single = "Karst, single node";
+    let three = "Karst, 3-node cluster, RF=3";
+    let kafka = "Apache Kafka 4.4.0, 3-node cluster, RF=3, defaults";
+    let wanted = |name: &str| name.contains(only) || "idempotence".contains(only);
+    if !(wanted(single) || wanted(three) || wanted(kafka)) {
+        return;
+    }
+    println!("\n## Idempotence off and on, 200-byte records, acks=all\n");
+    println!("| brokers | client | idempotence | round | records/s | p50 ms | p99 ms | broker CPU s/GB |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let drivers = [Driver::Librdkafka, Driver::Java];
+    if wanted(single) {
+        let broker = Broker::start(
+            &root.join("idempotence-single"),
+            PARTITIONS,
+            &["log.io.backend=io_uring"],
+        );
+        let brokers = Brokers {
+            bootstrap: broker.bootstrap.clone(),
+            pids: vec![broker.child.id()],
+        };
+        for driver in drivers {
+            idempotence_rows(single, &brokers, driver, scaled(2_000_000));
+        }
+    }
+    if wanted(three) {
+        let mut settings = REPLICATED.to_vec();
+        settings.push("log.io.backend=io_uring");
+        let cluster = Cluster::start(&root.join("idempotence-cluster"), PARTITIONS, &settings);
+        let brokers = Brokers {
+            bootstrap: cluster.bootstrap.clone(),
+            pids: cluster.pids(),
+        };
+        for driver in drivers {
+            idempotence_rows(three, &brokers, driver, scaled(1_000_000));
+        }
+    }
+    // The same comparison against Apache Kafka tells what each client's idempotence costs
+    // whatever the broker.
+    if wanted(kafka) {
+        if let Some(peer) = KafkaPeer::start(&root.join("idempotence-kafka"), 3, &REPLICATED) {
+            let brokers = Brokers {
+                bootstrap: peer.bootstrap.clone(),
+                pids: peer.pids.clone(),
+            };
+            for driver in drivers {
+                idempotence_rows(kafka, &brokers, driver, scaled(1_000_000));
+            }
+        }
+    }
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let only = std::env::var("KARST_BENCH_ONLY").unwrap_or_default();
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-cluster");
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    let started = Instant::now();
+    karst_and_kafka(&root, &only);
+    idempotence(&root, &only);
+    println!(
+        "\nlibrdkafka linger.ms=10 (paced: 1), batch.num.messages=100000, 6 partitions; \
+         benchmark took {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
