@@ -76,6 +76,7 @@ async fn serve(config: BrokerConfig, source: String) -> anyhow::Result<()> {
         backend: karst_storage::io::select_backend(config.io_backend)
             .with_context(|| format!("log.io.backend = {:?}", config.io_backend))?,
         min_free_bytes: config.min_free_bytes,
+        commit_queue_bytes_max: config.commit_queue_bytes_max,
     };
     let logs = tokio::task::spawn_blocking(move || LogManager::open(options, &default_log_config))
         .await?

@@ -16,8 +16,8 @@ use proto_kafka::ResponseError;
 use tokio::sync::oneshot;
 
 use karst_storage::{
-    checkpoint, validate_produced, AppendInfo, AppendOrigin, LeaderEpoch, LogError, LogManager,
-    Offset, TopicPartition,
+    checkpoint, validate_produced, AppendInfo, AppendOrigin, CommitPermit, LeaderEpoch, LogError,
+    LogManager, Offset, TopicPartition,
 };
 
 use super::partition::{Assignment, NotLeader, Partition};
@@ -230,12 +230,14 @@ impl ReplicaManager {
     /// Validates `records` and queues them as the leader's append; the receiver yields once
     /// they are durable here (acks=all then waits for the high watermark, see
     /// [`super::purgatory`]), or with the storage thread's refusal (record errors, KIP-467).
-    /// Nothing of a request with an invalid batch or record is stored.
+    /// Nothing of a request with an invalid batch or record is stored. `permit` is the
+    /// records' room in the commit queue, held until they are synced.
     pub fn append(
         &self,
         partition: &Arc<Partition>,
         records: &Bytes,
         acks: i16,
+        permit: CommitPermit,
     ) -> Result<oneshot::Receiver<Result<AppendInfo, LogError>>, ApiError> {
         let leader_epoch = match partition.check_leader() {
             Ok(()) => partition.leader_epoch(),
@@ -269,6 +271,7 @@ impl ReplicaManager {
             Arc::clone(&partition.log),
             batches,
             AppendOrigin::Leader(leader_epoch),
+            permit,
             Box::new(move |outcome| {
                 if outcome.is_ok() {
                     let topic = waker.topic_partition.topic.clone();
@@ -284,11 +287,13 @@ impl ReplicaManager {
     }
 
     /// Queues a follower's append of batches fetched from its leader, with the leader's
-    /// offsets and epochs; the receiver yields once they are durable here.
+    /// offsets and epochs; the receiver yields once they are durable here. `permit` as for
+    /// [`Self::append`].
     pub fn append_replicated(
         &self,
         partition: &Arc<Partition>,
         batches: Vec<karst_storage::ValidBatch>,
+        permit: CommitPermit,
     ) -> oneshot::Receiver<Result<AppendInfo, LogError>> {
         let (sender, receiver) = oneshot::channel();
         let waker = Arc::clone(partition);
@@ -296,6 +301,7 @@ impl ReplicaManager {
             Arc::clone(&partition.log),
             batches,
             AppendOrigin::Replica,
+            permit,
             Box::new(move |outcome| {
                 waker.on_local_append();
                 let _ = sender.send(outcome);

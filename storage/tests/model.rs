@@ -517,10 +517,15 @@ impl Subject {
                 let bytes: Vec<u8> = request.iter().flat_map(|s| s.build()).collect();
                 let batches = validate_produced(&Bytes::from(bytes), 1 << 24).unwrap();
                 let (sender, receiver) = mpsc::channel();
+                let queued_bytes: usize = batches.iter().map(|batch| batch.bytes.len()).sum();
                 self.manager.append(
                     Arc::clone(&self.log),
                     batches,
                     AppendOrigin::Leader(epoch),
+                    self.manager
+                        .commit_budget()
+                        .try_acquire(queued_bytes)
+                        .expect("room in the commit budget"),
                     Box::new(move |outcome| sender.send(outcome).unwrap()),
                 );
                 receiver
