@@ -461,7 +461,8 @@ async fn maintain(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
         tokio::select! {
             _ = shutdown.changed() => return,
             _ = retention.tick() => {
-                let _ = tokio::task::spawn_blocking(move || logs.apply_retention()).await;
+                let replicas = Arc::clone(&broker);
+                let _ = tokio::task::spawn_blocking(move || replicas.replicas.apply_retention()).await;
             }
             _ = checkpoint.tick() => {
                 let outcome = tokio::task::spawn_blocking(move || logs.checkpoint()).await;

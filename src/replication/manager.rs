@@ -336,6 +336,19 @@ impl ReplicaManager {
         partition.log.end_for_epoch(epoch)
     }
 
+    /// Applies retention to every hosted replica's log, never past its high watermark: only
+    /// segments wholly below it are deleted, so the log start cannot pass it (as Kafka's
+    /// retention; on a leader with lagging followers that keeps unreplicated segments). A
+    /// follower's high watermark is its leader's, capped by its own end. Logs without a
+    /// replica here (before the first metadata image) are left alone. Returns the number of
+    /// segments deleted.
+    pub fn apply_retention(&self) -> usize {
+        self.logs.apply_retention(|key| {
+            self.partition(key)
+                .map(|partition| partition.high_watermark())
+        })
+    }
+
     /// Writes every hosted replica's high watermark to the checkpoint file.
     pub fn checkpoint_high_watermarks(&self) -> Result<(), LogError> {
         let entries: HashMap<TopicPartition, Offset> = self
@@ -349,5 +362,115 @@ impl ReplicaManager {
             path,
             source,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use karst_storage::{LogConfig, LogManagerOptions, PortableBackend};
+
+    use super::*;
+
+    /// A leader of `key` (node 1) with follower 2 in the ISR, over a log of `batches`
+    /// batches of 5 records in 4 KiB segments that retention by size wants gone.
+    fn leader_with_lagging_follower(
+        dir: &std::path::Path,
+        key: &TopicPartition,
+        batches: usize,
+    ) -> (ReplicaManager, Arc<Partition>) {
+        let logs = Arc::new(
+            LogManager::open(
+                LogManagerOptions {
+                    dir: dir.to_path_buf(),
+                    storage_threads: 1,
+                    backend: Arc::new(PortableBackend),
+                    min_free_bytes: 0,
+                    commit_queue_bytes_max: 1 << 20,
+                },
+                &LogConfig::default(),
+            )
+            .unwrap(),
+        );
+        let config = LogConfig {
+            segment_bytes: 4 * 1024,
+            retention_bytes: 0,
+            retention_ms: -1,
+            ..LogConfig::default()
+        };
+        let log = logs.get_or_create(key, config).unwrap();
+        let values: Vec<crate::client::records::ProducerRecord> = (0..5)
+            .map(|_| crate::client::records::ProducerRecord {
+                value: Some(Bytes::from(vec![7u8; 200])),
+                ..Default::default()
+            })
+            .collect();
+        let records = crate::client::records::encode_batch(
+            &values,
+            proto_kafka::records::Compression::None,
+            crate::replication::now_ms(),
+        )
+        .unwrap();
+        for _ in 0..batches {
+            let produced = validate_produced(&records, 1 << 20).unwrap();
+            let (sender, receiver) = mpsc::channel();
+            logs.append(
+                Arc::clone(&log),
+                produced,
+                AppendOrigin::Leader(LeaderEpoch(0)),
+                logs.commit_budget().try_acquire(records.len()).unwrap(),
+                Box::new(move |outcome| sender.send(outcome).unwrap()),
+            );
+            receiver.recv().unwrap().unwrap();
+        }
+        let assignment = Assignment {
+            replicas: vec![1, 2],
+            isr: vec![1, 2],
+            leader: 1,
+            leader_epoch: 0,
+            partition_epoch: 0,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
+        };
+        let partition = Arc::new(Partition::new(
+            key.clone(),
+            uuid::Uuid::nil(),
+            log,
+            1,
+            assignment,
+            1,
+            Offset(0),
+        ));
+        let replicas = ReplicaManager::new(1, logs);
+        replicas
+            .partitions
+            .write()
+            .unwrap()
+            .insert(key.clone(), Arc::clone(&partition));
+        (replicas, partition)
+    }
+
+    #[test]
+    fn retention_on_a_leader_never_moves_the_log_start_past_the_high_watermark() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = TopicPartition::new("lagging", 0);
+        let (replicas, partition) = leader_with_lagging_follower(dir.path(), &key, 60);
+        // The follower has fetched up to offset 123 only: that is the high watermark.
+        partition.record_follower_fetch(2, 123, crate::replication::now_ms());
+        assert_eq!(partition.high_watermark(), Offset(123));
+        assert!(partition.log.offsets().durable_end_offset > Offset(250));
+        assert!(replicas.apply_retention() > 0);
+        let start = partition.log.offsets().log_start_offset;
+        assert!(
+            start > Offset(0) && start <= Offset(123),
+            "log start {start}"
+        );
+        // The follower catches up: retention takes the rest.
+        let end = partition.log.offsets().durable_end_offset;
+        partition.record_follower_fetch(2, end.0, crate::replication::now_ms());
+        assert_eq!(partition.high_watermark(), end);
+        replicas.apply_retention();
+        assert!(partition.log.offsets().log_start_offset > Offset(123));
     }
 }

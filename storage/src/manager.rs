@@ -255,12 +255,17 @@ impl LogManager {
         self.checkpoint()
     }
 
-    /// Applies retention to every log; returns the number of segments deleted.
-    pub fn apply_retention(&self) -> usize {
+    /// Applies retention to every log, each up to the bound `upper_bound` gives it (its high
+    /// watermark; `None` skips the log); returns the number of segments deleted.
+    pub fn apply_retention(
+        &self,
+        upper_bound: impl Fn(&TopicPartition) -> Option<Offset>,
+    ) -> usize {
         let now = now_ms();
         self.all()
             .iter()
-            .map(|log| match log.apply_retention(now) {
+            .filter_map(|log| Some((log, upper_bound(log.topic_partition())?)))
+            .map(|(log, bound)| match log.apply_retention(now, bound) {
                 Ok(deleted) => deleted,
                 Err(error) => {
                     tracing::warn!(partition = %log.topic_partition(), %error, "retention failed");

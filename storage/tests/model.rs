@@ -718,7 +718,7 @@ fn apply(operation: &Operation, model: &mut Model, subject: &mut Subject, now_ms
             model.config.retention_bytes = *retention_bytes;
             model.config.retention_ms = *retention_ms;
             log.set_config(model.config.clone());
-            let deleted = log.apply_retention(now_ms).unwrap();
+            let deleted = log.apply_retention(now_ms, Offset::MAX).unwrap();
             assert_eq!(deleted, model.apply_retention(now_ms), "segments deleted");
         }
         Operation::Checkpoint => {
