@@ -12,6 +12,7 @@
 //! | [`coordinator`] | broker-side coordinators: producer ids for InitProducerId |
 //! | [`metadata`] | metadata image, records, the durable record journal |
 //! | [`replication`] | hosted replicas (leader and follower): high watermark, ISR, follower fetchers, acks=all |
+//! | [`clock`] | the one clock behind a trait (wall-clock ms), replaced by a manual one in tests |
 //! | [`fetch_session`] | incremental fetch sessions (KIP-227) |
 //! | [`admin`] | admin HTTP listener: `/metrics` (Prometheus) and `/health` |
 //! | [`client`], [`cli`] | a small Kafka client and the `karst topics|produce|consume|storage|cluster` tools |
@@ -24,6 +25,7 @@ pub mod admin;
 pub mod broker;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod cluster_id;
 pub mod config;
 pub mod controller;

@@ -76,6 +76,7 @@ async fn serve(config: BrokerConfig, source: String) -> anyhow::Result<()> {
         backend: karst_storage::io::select_backend(config.io_backend)
             .with_context(|| format!("log.io.backend = {:?}", config.io_backend))?,
         min_free_bytes: config.min_free_bytes,
+        commit_queue_bytes_max: config.commit_queue_bytes_max,
     };
     let logs = tokio::task::spawn_blocking(move || LogManager::open(options, &default_log_config))
         .await?
@@ -460,7 +461,8 @@ async fn maintain(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
         tokio::select! {
             _ = shutdown.changed() => return,
             _ = retention.tick() => {
-                let _ = tokio::task::spawn_blocking(move || logs.apply_retention()).await;
+                let replicas = Arc::clone(&broker);
+                let _ = tokio::task::spawn_blocking(move || replicas.replicas.apply_retention()).await;
             }
             _ = checkpoint.tick() => {
                 let outcome = tokio::task::spawn_blocking(move || logs.checkpoint()).await;

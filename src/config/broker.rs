@@ -89,6 +89,7 @@ pub const BROKER_KEYS: &[KeyDef] = keys![
     "queued.max.request.bytes", Long, "536870912", "Bytes of requests in flight, all connections together.";
     "max.connections", Int, "10000", "Most client connections open at once.";
     "log.io.threads", Int, "2", "Storage threads (group commit).";
+    "log.commit.queue.max.bytes", Long, "268435456", "Bytes of appends queued for the storage threads and not yet synced, all partitions together; a produce request waits (its connection reads nothing more) until its bytes fit, so acks=0 floods and timed-out produces get back pressure instead of unbounded memory. Not a Kafka key: Kafka appends to the page cache on the request thread and has no such queue.";
     "log.dir.min.free.bytes", Long, "268435456", "Appends are refused (KAFKA_STORAGE_ERROR, retriable) while the log directory's volume has less free space than this, keeping room for metadata, checkpoints and recovery; 0 turns the reserve off.";
     "log.io.backend", String, "auto", "auto (io_uring when the kernel allows it), io_uring, or portable (pwritev + fdatasync).";
     "max.incremental.fetch.session.cache.slots", Int, "1000", "Most incremental fetch sessions.";
@@ -173,6 +174,8 @@ pub struct BrokerConfig {
     pub io_backend: karst_storage::io::BackendChoice,
     /// `log.dir.min.free.bytes`: the free-space reserve appends may not eat into.
     pub min_free_bytes: u64,
+    /// `log.commit.queue.max.bytes`: the bound on bytes queued for the storage threads.
+    pub commit_queue_bytes_max: usize,
     pub fetch_session_slots: usize,
     /// `log.cleaner.enable`.
     pub cleaner_enabled: bool,
@@ -439,6 +442,7 @@ impl BrokerConfig {
             storage_threads: positive("log.io.threads")? as usize,
             io_backend,
             min_free_bytes: non_negative("log.dir.min.free.bytes")? as u64,
+            commit_queue_bytes_max: positive("log.commit.queue.max.bytes")? as usize,
             fetch_session_slots: Self::int_key(
                 &explicit,
                 "max.incremental.fetch.session.cache.slots",

@@ -67,6 +67,9 @@ pub struct RequestContext {
     pub client_id: Option<String>,
     /// The client's address as Kafka reports it in group descriptions (`/127.0.0.1`).
     pub client_host: std::sync::Arc<str>,
+    /// Produce only: room in the storage commit queue for the request's records, taken by
+    /// the connection before it read the body (see `karst_storage::commit_budget`).
+    pub commit_permit: Option<karst_storage::CommitPermit>,
 }
 
 /// A served API and its version range.
@@ -124,6 +127,7 @@ fn decode<R: Decodable>(
     header: &RequestHeader,
     mut body: Bytes,
     client_host: &std::sync::Arc<str>,
+    commit_permit: Option<karst_storage::CommitPermit>,
 ) -> Result<(R, RequestContext), DispatchError> {
     let version = header.request_api_version;
     let request = R::decode(&mut body, version).map_err(|source| DispatchError::Malformed {
@@ -136,6 +140,7 @@ fn decode<R: Decodable>(
         correlation_id: header.correlation_id,
         client_id: header.client_id.as_ref().map(|c| c.to_string()),
         client_host: std::sync::Arc::clone(client_host),
+        commit_permit,
     };
     Ok((request, context))
 }
@@ -147,6 +152,7 @@ fn serve<R, F>(
     header: &RequestHeader,
     body: Bytes,
     client_host: &std::sync::Arc<str>,
+    commit_permit: Option<karst_storage::CommitPermit>,
     handler: F,
 ) -> Result<PendingFrame, DispatchError>
 where
@@ -154,7 +160,7 @@ where
     R::Response: Encodable + Send + 'static,
     F: FnOnce(SharedBroker, RequestContext, R) -> Reply<R::Response>,
 {
-    let (request, context) = decode::<R>(api, header, body, client_host)?;
+    let (request, context) = decode::<R>(api, header, body, client_host, commit_permit)?;
     let version = context.api_version;
     let reply = handler(SharedBroker::clone(broker), context, request);
     let correlation_id = header.correlation_id;
@@ -177,12 +183,13 @@ fn serve_raw<R>(
     header: &RequestHeader,
     body: Bytes,
     client_host: &std::sync::Arc<str>,
+    commit_permit: Option<karst_storage::CommitPermit>,
     handler: fn(SharedBroker, RequestContext, R) -> PendingFrame,
 ) -> Result<PendingFrame, DispatchError>
 where
     R: Request + Decodable,
 {
-    let (request, context) = decode::<R>(api, header, body, client_host)?;
+    let (request, context) = decode::<R>(api, header, body, client_host, commit_permit)?;
     Ok(handler(SharedBroker::clone(broker), context, request))
 }
 
@@ -208,11 +215,13 @@ macro_rules! registry {
         ];
 
         /// Routes a request to its handler. The future yields the encoded response frame.
+        /// `commit_permit` is the room a Produce request took in the storage commit queue.
         pub fn dispatch(
             broker: &SharedBroker,
             header: &RequestHeader,
             body: Bytes,
             client_host: &std::sync::Arc<str>,
+            commit_permit: Option<karst_storage::CommitPermit>,
         ) -> Result<PendingFrame, DispatchError> {
             let api = ApiKey::try_from(header.request_api_key)
                 .map_err(|()| DispatchError::UnknownApiKey(header.request_api_key))?;
@@ -224,16 +233,16 @@ macro_rules! registry {
                 });
             }
             match api {
-                $( ApiKey::$key => registry!(@serve $style, $request, broker, api, header, body, client_host, $module), )*
+                $( ApiKey::$key => registry!(@serve $style, $request, broker, api, header, body, client_host, commit_permit, $module), )*
                 _ => Err(DispatchError::UnknownApiKey(header.request_api_key)),
             }
         }
     };
-    (@serve raw, $request:ident, $broker:expr, $api:expr, $header:expr, $body:expr, $host:expr, $module:ident) => {
-        serve_raw::<proto_kafka::messages::$request>($broker, $api, $header, $body, $host, $module::handle)
+    (@serve raw, $request:ident, $broker:expr, $api:expr, $header:expr, $body:expr, $host:expr, $permit:expr, $module:ident) => {
+        serve_raw::<proto_kafka::messages::$request>($broker, $api, $header, $body, $host, $permit, $module::handle)
     };
-    (@serve $style:ident, $request:ident, $broker:expr, $api:expr, $header:expr, $body:expr, $host:expr, $module:ident) => {
-        serve::<proto_kafka::messages::$request, _>($broker, $api, $header, $body, $host, registry!(@style $style, $module))
+    (@serve $style:ident, $request:ident, $broker:expr, $api:expr, $header:expr, $body:expr, $host:expr, $permit:expr, $module:ident) => {
+        serve::<proto_kafka::messages::$request, _>($broker, $api, $header, $body, $host, $permit, registry!(@style $style, $module))
     };
     (@style lazy, $module:ident) => { lazy($module::handle) };
     (@style eager, $module:ident) => { $module::handle };

@@ -15,7 +15,7 @@ use proto_kafka::messages::{ProduceRequest, ProduceResponse};
 use proto_kafka::protocol::StrBytes;
 use proto_kafka::ResponseError;
 
-use karst_storage::{AppendInfo, LogError, Offset, TopicPartition};
+use karst_storage::{AppendInfo, CommitPermit, LogError, Offset, TopicPartition};
 use tokio::sync::oneshot;
 
 use std::sync::Arc;
@@ -44,6 +44,12 @@ pub fn handle(
     request: ProduceRequest,
 ) -> Reply<ProduceResponse> {
     let acks = request.acks;
+    // The connection took room in the commit queue for the whole request; every partition's
+    // append shares it, so it is released once the last of them is synced (or at once when
+    // nothing was queued). Only a Produce dispatched without a connection has none.
+    let permit = context
+        .commit_permit
+        .unwrap_or_else(CommitPermit::unbudgeted);
     let mut topics = Vec::with_capacity(request.topic_data.len());
     for topic in request.topic_data {
         let mut partitions = Vec::with_capacity(topic.partition_data.len());
@@ -55,6 +61,7 @@ pub fn handle(
                 data.records.as_ref(),
                 acks,
                 &request.transactional_id,
+                &permit,
             );
             partitions.push((data.index, pending));
         }
@@ -134,6 +141,7 @@ fn start_append(
     records: Option<&bytes::Bytes>,
     acks: i16,
     transactional_id: &Option<proto_kafka::messages::TransactionalId>,
+    permit: &CommitPermit,
 ) -> Pending {
     let failed = |error| Pending::Failed {
         error,
@@ -165,7 +173,10 @@ fn start_append(
             partition: Some(hosted),
         };
     };
-    match broker.replicas.append(&hosted, records, acks) {
+    match broker
+        .replicas
+        .append(&hosted, records, acks, permit.clone())
+    {
         Ok(receiver) => Pending::Appending {
             partition: hosted,
             receiver,

@@ -5,7 +5,11 @@
 //! pending response to the writer over a bounded channel, so at most
 //! [`REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX`] requests are in flight. Each request also holds
 //! permits for its size from the global `queued.max.request.bytes` pool until its response
-//! is written. Anything that makes a request unreadable (bad length, unknown API key,
+//! is written. A Produce request also takes room for its size in the storage commit queue
+//! (`log.commit.queue.max.bytes`) before its body is read, held until its records are
+//! synced: while that queue is full the connection reads nothing more, which is the back
+//! pressure an acks=0 producer (whose request bytes are released at once) otherwise lacks.
+//! Anything that makes a request unreadable (bad length, unknown API key,
 //! unsupported version, malformed body) closes this connection only — Kafka does the same,
 //! since a response cannot be trusted to be parsed by a client that sent garbage.
 
@@ -140,6 +144,13 @@ async fn read_request(
         .acquire_many_owned(permits.max(1))
         .await
         .expect("the request-bytes semaphore is never closed");
+    // Taken before the body is read (nothing is buffered while the queue is full) and after
+    // the request-bytes permit (always the same order, so the two cannot deadlock).
+    let commit_permit = if api_key == ApiKey::Produce as i16 {
+        Some(broker.replicas.logs().commit_budget().acquire(length).await)
+    } else {
+        None
+    };
     let mut frame = BytesMut::zeroed(length);
     frame[..8].copy_from_slice(&prefix);
     reader
@@ -161,7 +172,7 @@ async fn read_request(
     let header = RequestHeader::decode(&mut frame, header_version).map_err(|error| {
         anyhow!("malformed request header (api key {api_key} v{api_version}): {error}")
     })?;
-    match handlers::dispatch(broker, &header, frame, client_host) {
+    match handlers::dispatch(broker, &header, frame, client_host, commit_permit) {
         Ok(reply) => Ok(InFlight {
             response: tokio::spawn(reply),
             _bytes: permit,

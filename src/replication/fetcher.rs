@@ -247,7 +247,17 @@ async fn fetch_round(
                 partition.set_follower_high_watermark(data.high_watermark);
                 continue;
             }
-            let receiver = broker.replicas.append_replicated(partition, batches);
+            // Followers take room in the commit queue like producers do, so replication
+            // cannot flood it either; the room is released at the sync, never waits on it.
+            let permit = broker
+                .replicas
+                .logs()
+                .commit_budget()
+                .acquire(records.len())
+                .await;
+            let receiver = broker
+                .replicas
+                .append_replicated(partition, batches, permit);
             appends.push((Arc::clone(partition), receiver, data.high_watermark, guard));
         }
     }

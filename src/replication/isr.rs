@@ -3,6 +3,9 @@
 //! once it reaches the high watermark. The controller fences each request by leader epoch
 //! and partition epoch; only its answer (or the next metadata image) changes the ISR here.
 //!
+//! Lag is measured by the replica manager's clock (`ReplicaManager::shrink_candidates`),
+//! so the decision is unit-tested with a manual clock.
+//!
 //! At most one request per partition is in flight (`Partition::pending_isr`); a refused or
 //! failed one is simply dropped, and the next check or fetch asks again.
 
@@ -30,18 +33,15 @@ pub async fn run_shrink_checks(broker: SharedBroker, mut shutdown: watch::Receiv
             _ = shutdown.changed() => return,
             _ = ticks.tick() => {}
         }
-        let now = super::now_ms();
-        for partition in broker.replicas.partitions() {
-            if let Some(isr) = partition.shrink_candidate(now, lag_max_ms) {
-                tracing::info!(
-                    partition = %partition.topic_partition,
-                    isr = ?isr,
-                    lag_max_ms,
-                    "shrinking the ISR: followers have not caught up"
-                );
-                metrics::counter!("kafka_server_replicamanager_isrshrinks_total").increment(1);
-                request(&broker, partition, isr);
-            }
+        for (partition, isr) in broker.replicas.shrink_candidates(lag_max_ms) {
+            tracing::info!(
+                partition = %partition.topic_partition,
+                isr = ?isr,
+                lag_max_ms,
+                "shrinking the ISR: followers have not caught up"
+            );
+            metrics::counter!("kafka_server_replicamanager_isrshrinks_total").increment(1);
+            request(&broker, partition, isr);
         }
     }
 }

@@ -23,9 +23,10 @@ pub mod purgatory;
 pub use manager::ReplicaManager;
 pub use partition::{Partition, PartitionView, Role};
 
-/// Wall-clock milliseconds, the unit of follower lag and caught-up times.
+/// Wall-clock milliseconds from the system clock, for code outside the replica manager
+/// (record timestamps, the group coordinator). Follower lag and ISR decisions read the
+/// replica manager's [`crate::clock::Clock`] instead, so tests can move it.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as i64)
+    use crate::clock::Clock;
+    crate::clock::SystemClock.now_ms()
 }

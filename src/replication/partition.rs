@@ -114,16 +114,33 @@ pub enum NotLeader {
     LedBy(i32),
 }
 
+/// Everything a new replica starts from.
+pub(super) struct NewPartition {
+    pub topic_partition: TopicPartition,
+    pub topic_id: Uuid,
+    pub log: Arc<Log>,
+    /// This node.
+    pub node_id: i32,
+    pub assignment: Assignment,
+    pub min_insync_replicas: i32,
+    /// From the high watermark checkpoint (capped by the log's durable end).
+    pub high_watermark: Offset,
+    /// The replica manager's clock: a new leader counts its followers caught up now.
+    pub now_ms: i64,
+}
+
 impl Partition {
-    pub(super) fn new(
-        topic_partition: TopicPartition,
-        topic_id: Uuid,
-        log: Arc<Log>,
-        node_id: i32,
-        assignment: Assignment,
-        min_insync_replicas: i32,
-        high_watermark: Offset,
-    ) -> Partition {
+    pub(super) fn new(setup: NewPartition) -> Partition {
+        let NewPartition {
+            topic_partition,
+            topic_id,
+            log,
+            node_id,
+            assignment,
+            min_insync_replicas,
+            high_watermark,
+            now_ms,
+        } = setup;
         let role = role_of(&assignment, node_id);
         let end = log.offsets().durable_end_offset;
         let partition = Partition {
@@ -145,7 +162,7 @@ impl Partition {
         };
         if role == Role::Leader {
             let mut state = partition.lock();
-            partition.become_leader(&mut state, crate::replication::now_ms());
+            partition.become_leader(&mut state, now_ms);
             // Alone in the ISR, a leader's durable end is its high watermark at once.
             partition.advance_high_watermark(&mut state);
         }

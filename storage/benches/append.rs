@@ -97,6 +97,8 @@ fn appends(dir: &Path, choice: BackendChoice, group_bytes: usize, partitions: us
                 storage_threads: 1,
                 backend: select_backend(choice).expect("backend"),
                 min_free_bytes: 0,
+                commit_queue_bytes_max:
+                    karst_storage::commit_budget::COMMIT_QUEUE_BYTES_MAX_DEFAULT,
             },
             &LogConfig::default(),
         )
@@ -119,10 +121,15 @@ fn appends(dir: &Path, choice: BackendChoice, group_bytes: usize, partitions: us
                 for _ in 0..per_partition {
                     let batches = validate_produced(&batch, usize::MAX).unwrap();
                     let (sender, receiver) = mpsc::channel();
+                    let queued_bytes: usize = batches.iter().map(|batch| batch.bytes.len()).sum();
                     manager.append(
                         Arc::clone(&log),
                         batches,
                         AppendOrigin::Leader(LeaderEpoch(0)),
+                        manager
+                            .commit_budget()
+                            .try_acquire(queued_bytes)
+                            .expect("room in the commit budget"),
                         Box::new(move |outcome| sender.send(outcome).unwrap()),
                     );
                     receiver.recv().unwrap().expect("append");

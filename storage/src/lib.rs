@@ -13,6 +13,7 @@
 //! | [`segment`] | one `.log` file and its recovery scan |
 //! | [`log`] | a partition log: offsets, reads, retention, recovery, the append plan |
 //! | [`producer_state`] | idempotent producers per log: epochs, sequences, duplicates, snapshots |
+//! | [`commit_budget`] | the bound on bytes queued for the storage threads (`log.commit.queue.max.bytes`) |
 //! | [`committer`] | storage threads: group commit (write, one fdatasync per file, acknowledge) |
 //! | [`io`] | the I/O backend seam and the portable `pwritev` + `fdatasync` backend |
 //! | [`checkpoint`] | Kafka-format offset checkpoint files |
@@ -28,6 +29,7 @@
 pub mod batch;
 pub mod checkpoint;
 pub mod cleaner;
+pub mod commit_budget;
 pub mod committer;
 pub mod compression;
 pub mod config;
@@ -47,6 +49,7 @@ pub mod validator;
 
 pub use batch::{validate_produced, validate_replicated, BatchError, BatchHeader, ValidBatch};
 pub use cleaner::{CleanStats, Cleaner, CleanerOptions, LogCleaner};
+pub use commit_budget::{CommitBudget, CommitPermit};
 pub use compression::{Codec, CompressionLevels, TopicCompression};
 pub use config::LogConfig;
 pub use epoch_cache::EpochEnd;

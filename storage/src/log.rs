@@ -1011,7 +1011,14 @@ impl Log {
 
     /// Deletes whole sealed segments past `retention.ms` or beyond `retention.bytes`, moving
     /// the log start offset. Returns how many segments were deleted.
-    pub fn apply_retention(&self, now_ms: i64) -> Result<usize, LogError> {
+    ///
+    /// Only segments wholly below `upper_bound` go: the caller passes the high watermark
+    /// (storage states facts, replication decides what is committed). On a leader whose
+    /// followers lag by more than a segment, a segment above it holds records that are not
+    /// replicated yet; deleting them would move the log start past the high watermark, and
+    /// a follower that then fetches below it would be reset past records it never received,
+    /// which a new leader elected from it would not have.
+    pub fn apply_retention(&self, now_ms: i64, upper_bound: Offset) -> Result<usize, LogError> {
         let config = self.config();
         if !config.cleanup_delete {
             return Ok(0);
@@ -1027,17 +1034,18 @@ impl Log {
                     .segments
                     .values()
                     .all(|s| s.is_empty() || s.max_timestamp < now_ms - config.retention_ms);
+                let below_bound = state.log_end_offset() <= upper_bound;
                 let active = state.active();
-                if all_expired && !active.is_empty() && fully_visible(active) {
+                if all_expired && below_bound && !active.is_empty() && fully_visible(active) {
                     self.roll_locked(&mut state, now_ms)?;
                     sync_directory(&self.dir).map_err(LogError::io("sync directory", &self.dir))?;
                 }
             }
             let mut total_bytes: i64 = state.segments.values().map(|s| s.size_bytes as i64).sum();
             let sealed: Vec<Offset> = state.segments.keys().copied().collect();
-            for base in &sealed[..sealed.len() - 1] {
+            for (base, next_base) in sealed.iter().zip(&sealed[1..]) {
                 let segment = &state.segments[base];
-                if !fully_visible(segment) {
+                if !fully_visible(segment) || *next_base > upper_bound {
                     break;
                 }
                 let expired = config.retention_ms >= 0
@@ -1056,6 +1064,10 @@ impl Log {
                     .keys()
                     .next()
                     .expect("the active segment stays");
+                assert!(
+                    first <= upper_bound,
+                    "retention moved the log start to {first}, past its bound {upper_bound}"
+                );
                 state.log_start_offset = state.log_start_offset.max(first);
                 // The producer state itself stays (as Kafka's): producers are forgotten by
                 // expiry, not because their batches aged out.

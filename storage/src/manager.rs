@@ -13,6 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::batch::ValidBatch;
 use crate::checkpoint;
+use crate::commit_budget::{CommitBudget, CommitPermit};
 use crate::committer::{AppendRequest, Committer, Completion};
 use crate::config::LogConfig;
 use crate::error::LogError;
@@ -34,6 +35,9 @@ pub struct LogManagerOptions {
     pub backend: Arc<dyn IoBackend>,
     /// `log.dir.min.free.bytes`: appends are refused while the volume has less free (0: off).
     pub min_free_bytes: u64,
+    /// `log.commit.queue.max.bytes`: most bytes queued for the storage threads, all logs
+    /// together (see [`crate::commit_budget`]).
+    pub commit_queue_bytes_max: usize,
 }
 
 pub struct LogManager {
@@ -41,6 +45,7 @@ pub struct LogManager {
     logs: RwLock<HashMap<TopicPartition, Arc<Log>>>,
     backend: Arc<dyn IoBackend>,
     committer: Mutex<Option<Committer>>,
+    commit_budget: CommitBudget,
     /// Held while the checkpoints are snapshotted and written. Every writer goes through the
     /// same temporary files (`<name>.tmp`, then rename): two at once could interleave their
     /// writes and rename a mix, or rename an older snapshot over a newer one.
@@ -121,6 +126,7 @@ impl LogManager {
             logs: RwLock::new(logs),
             backend: options.backend,
             committer: Mutex::new(Some(committer)),
+            commit_budget: CommitBudget::new(options.commit_queue_bytes_max),
             checkpoint_lock: Mutex::new(()),
         })
     }
@@ -198,14 +204,26 @@ impl LogManager {
         fs::remove_dir_all(&doomed).map_err(LogError::io("remove deleted log", &doomed))
     }
 
-    /// Queues an append; `completion` runs on a storage thread once it is durable.
+    /// The bound on bytes queued for commit; take a permit from it before [`Self::append`].
+    pub fn commit_budget(&self) -> &CommitBudget {
+        &self.commit_budget
+    }
+
+    /// Queues an append; `completion` runs on a storage thread once it is durable. `permit`
+    /// (from [`Self::commit_budget`]) is released right after the completion has run, so
+    /// the budget counts the bytes for as long as the storage threads hold them.
     pub fn append(
         &self,
         log: Arc<Log>,
         batches: Vec<ValidBatch>,
         origin: AppendOrigin,
+        permit: CommitPermit,
         completion: Completion,
     ) {
+        let completion: Completion = Box::new(move |outcome| {
+            completion(outcome);
+            drop(permit);
+        });
         let committer = self.committer.lock().expect("committer lock poisoned");
         match committer.as_ref() {
             Some(committer) => committer.submit(AppendRequest {
@@ -237,12 +255,17 @@ impl LogManager {
         self.checkpoint()
     }
 
-    /// Applies retention to every log; returns the number of segments deleted.
-    pub fn apply_retention(&self) -> usize {
+    /// Applies retention to every log, each up to the bound `upper_bound` gives it (its high
+    /// watermark; `None` skips the log); returns the number of segments deleted.
+    pub fn apply_retention(
+        &self,
+        upper_bound: impl Fn(&TopicPartition) -> Option<Offset>,
+    ) -> usize {
         let now = now_ms();
         self.all()
             .iter()
-            .map(|log| match log.apply_retention(now) {
+            .filter_map(|log| Some((log, upper_bound(log.topic_partition())?)))
+            .map(|(log, bound)| match log.apply_retention(now, bound) {
                 Ok(deleted) => deleted,
                 Err(error) => {
                     tracing::warn!(partition = %log.topic_partition(), %error, "retention failed");

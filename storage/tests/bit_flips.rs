@@ -115,6 +115,8 @@ impl WrittenLog {
                 storage_threads: 1,
                 backend: Arc::new(PortableBackend),
                 min_free_bytes: 0,
+                commit_queue_bytes_max:
+                    karst_storage::commit_budget::COMMIT_QUEUE_BYTES_MAX_DEFAULT,
             },
             &self.config,
         )

@@ -145,7 +145,7 @@ fn retention_by_bytes_deletes_whole_old_segments_and_moves_the_log_start() {
         append(&manager, &log, batch(5, 200, round)).unwrap();
     }
     let before = log.segment_count();
-    let deleted = manager.apply_retention();
+    let deleted = manager.apply_retention(|_| Some(Offset::MAX));
     assert!(deleted > 0 && log.segment_count() == before - deleted);
     let start = log.offsets().log_start_offset;
     assert!(start > Offset(0));
@@ -179,9 +179,80 @@ fn retention_by_time_deletes_segments_whose_records_are_old() {
     for round in 0..20 {
         append(&manager, &log, batch(5, 200, now + round)).unwrap();
     }
-    manager.apply_retention();
+    manager.apply_retention(|_| Some(Offset::MAX));
     let start = log.offsets().log_start_offset;
     assert!(start >= Offset(90) && start <= Offset(100), "start {start}");
+}
+
+#[test]
+fn retention_deletes_only_segments_wholly_below_the_high_watermark() {
+    // A leader whose followers lag by several segments: its high watermark (the bound the
+    // replica manager passes) is far below its log end. Retention by size wants almost
+    // everything gone, but may take only segments that end at or below the bound.
+    let dir = tempfile::tempdir().unwrap();
+    let manager = open(dir.path());
+    let config = LogConfig {
+        segment_bytes: 4 * 1024,
+        retention_bytes: 0,
+        retention_ms: -1,
+        ..LogConfig::default()
+    };
+    let partition = TopicPartition::new("lagging", 0);
+    let log = manager.get_or_create(&partition, config).unwrap();
+    for round in 0..60 {
+        append(&manager, &log, batch(5, 200, round)).unwrap();
+    }
+    let segments_before = log.segment_count();
+    let high_watermark = Offset(123);
+    assert!(log.offsets().log_end_offset > Offset(250));
+    // 1. Bounded by the high watermark: the segment holding offset 122 stays.
+    let deleted = manager.apply_retention(|key| (key == &partition).then_some(high_watermark));
+    let start = log.offsets().log_start_offset;
+    assert!(deleted > 0, "segments wholly below the high watermark go");
+    assert!(start <= high_watermark, "log start {start} passed the HW");
+    let kept = read_all(&log, start);
+    assert!(
+        kept.iter()
+            .any(|(base, count)| *base < 123 && base + i64::from(*count) >= 123),
+        "the batch holding the last committed offsets stays readable: {kept:?}"
+    );
+    assert!(log.segment_count() > segments_before / 2);
+    // 2. Once the high watermark reaches the log end, the rest may go (the active segment
+    //    always stays).
+    let end = log.offsets().log_end_offset;
+    manager.apply_retention(|_| Some(end));
+    assert!(log.offsets().log_start_offset > high_watermark);
+    assert_eq!(log.segment_count(), 1);
+}
+
+#[test]
+fn expired_records_above_the_high_watermark_are_kept_and_the_active_segment_not_rolled() {
+    let dir = tempfile::tempdir().unwrap();
+    let manager = open(dir.path());
+    let config = LogConfig {
+        segment_bytes: 4 * 1024,
+        retention_ms: 60_000,
+        ..LogConfig::default()
+    };
+    let log = manager
+        .get_or_create(&TopicPartition::new("expired", 0), config)
+        .unwrap();
+    for round in 0..30 {
+        append(&manager, &log, batch(5, 200, round)).unwrap();
+    }
+    let segments = log.segment_count();
+    // Every record is decades old, but nothing is replicated yet (high watermark 0).
+    assert_eq!(manager.apply_retention(|_| Some(Offset(0))), 0);
+    assert_eq!(
+        log.segment_count(),
+        segments,
+        "no roll for a segment that cannot go"
+    );
+    assert_eq!(log.offsets().log_start_offset, Offset(0));
+    // Replicated up to the end: all of it goes, the active segment rolled first.
+    let end = log.offsets().log_end_offset;
+    assert_eq!(manager.apply_retention(|_| Some(end)), segments);
+    assert_eq!(log.offsets().log_start_offset, end);
 }
 
 #[test]

@@ -517,10 +517,15 @@ impl Subject {
                 let bytes: Vec<u8> = request.iter().flat_map(|s| s.build()).collect();
                 let batches = validate_produced(&Bytes::from(bytes), 1 << 24).unwrap();
                 let (sender, receiver) = mpsc::channel();
+                let queued_bytes: usize = batches.iter().map(|batch| batch.bytes.len()).sum();
                 self.manager.append(
                     Arc::clone(&self.log),
                     batches,
                     AppendOrigin::Leader(epoch),
+                    self.manager
+                        .commit_budget()
+                        .try_acquire(queued_bytes)
+                        .expect("room in the commit budget"),
                     Box::new(move |outcome| sender.send(outcome).unwrap()),
                 );
                 receiver
@@ -713,7 +718,7 @@ fn apply(operation: &Operation, model: &mut Model, subject: &mut Subject, now_ms
             model.config.retention_bytes = *retention_bytes;
             model.config.retention_ms = *retention_ms;
             log.set_config(model.config.clone());
-            let deleted = log.apply_retention(now_ms).unwrap();
+            let deleted = log.apply_retention(now_ms, Offset::MAX).unwrap();
             assert_eq!(deleted, model.apply_retention(now_ms), "segments deleted");
         }
         Operation::Checkpoint => {

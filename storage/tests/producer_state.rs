@@ -287,10 +287,15 @@ fn submit(
 ) -> std::sync::mpsc::Receiver<Result<karst_storage::AppendInfo, LogError>> {
     let batches = karst_storage::validate_produced(&bytes, 1 << 24).unwrap();
     let (sender, receiver) = std::sync::mpsc::channel();
+    let queued_bytes: usize = batches.iter().map(|batch| batch.bytes.len()).sum();
     manager.append(
         Arc::clone(log),
         batches,
         karst_storage::AppendOrigin::Leader(karst_storage::LeaderEpoch(0)),
+        manager
+            .commit_budget()
+            .try_acquire(queued_bytes)
+            .expect("room in the commit budget"),
         Box::new(move |outcome| sender.send(outcome).unwrap()),
     );
     receiver

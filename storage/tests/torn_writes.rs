@@ -224,3 +224,98 @@ fn a_segment_cut_at_a_batch_boundary_before_a_later_segment_leaves_no_hole_in_th
 fn segment_base(file: &Path) -> i64 {
     file.file_stem().unwrap().to_str().unwrap().parse().unwrap()
 }
+
+/// A backend that, for one group, first runs a hook (a checkpoint racing the group, then a
+/// snapshot of the directory as a crash would leave it: none of the group's bytes written)
+/// and then does the group's I/O on `inner`.
+struct CrashDuringGroup {
+    inner: Arc<dyn IoBackend>,
+    hook: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl IoBackend for CrashDuringGroup {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn run(
+        &self,
+        jobs: &[karst_storage::io::FileJob<'_>],
+    ) -> Vec<Result<(), karst_storage::io::JobError>> {
+        if let Some(hook) = self.hook.lock().unwrap().take() {
+            hook();
+        }
+        self.inner.run(jobs)
+    }
+}
+
+#[test]
+fn a_checkpoint_while_a_group_rolls_many_tiny_segments_trusts_no_unsynced_tail() {
+    // Segments of a few hundred bytes: one request of many batches rolls again and again
+    // while its group is planned, before any of its bytes are written or synced. The
+    // segments sealed by those rolls have their indexes written, describing batches that
+    // are not on disk yet. A recovery-point checkpoint taken at that moment must stay at
+    // the synced end, or a crash then would load those segments from their indexes without
+    // a scan and trust a tail that was never written.
+    let config = LogConfig {
+        segment_bytes: 300,
+        index_interval_bytes: 50,
+        ..LogConfig::default()
+    };
+    for backend in available_backends() {
+        let dir = scratch_dir();
+        let crash_copy = scratch_dir();
+        let partition = TopicPartition::new("tiny", 0);
+        let crashing = Arc::new(CrashDuringGroup {
+            inner: Arc::clone(&backend),
+            hook: std::sync::Mutex::new(None),
+        });
+        let manager = Arc::new(open_with(
+            dir.path(),
+            Arc::clone(&crashing) as Arc<dyn IoBackend>,
+            &config,
+        ));
+        let log = manager.get_or_create(&partition, config.clone()).unwrap();
+        // 1. Synced, acknowledged batches over a few segments.
+        let mut stored = Vec::new();
+        let mut base_offsets = Vec::new();
+        for index in 0..5 {
+            let produced = batch_filled(2, 60, 1_000 + index, index as u8);
+            let info = append(&manager, &log, produced.clone()).unwrap();
+            stored.push(as_stored(&produced, info.base_offset, LeaderEpoch(0)));
+            base_offsets.push(info.base_offset.0);
+        }
+        let synced_end = log.offsets().log_end_offset;
+        let segments_before = log.segment_count();
+        // 2. Arm the crash: when the next group's I/O starts, checkpoint, then copy.
+        {
+            let manager = Arc::downgrade(&manager);
+            let (root, copy) = (dir.path().to_path_buf(), crash_copy.path().to_path_buf());
+            *crashing.hook.lock().unwrap() = Some(Box::new(move || {
+                let manager = manager.upgrade().expect("the manager is open");
+                manager.checkpoint().unwrap();
+                copy_dir(&root, &copy);
+            }));
+        }
+        // 3. One request of twelve batches: about one roll per batch, in one group.
+        let group: Vec<Bytes> = (0..12)
+            .map(|index| batch_filled(2, 60, 2_000 + index, 0x80 + index as u8))
+            .collect();
+        let first_lost = synced_end.0;
+        base_offsets.push(first_lost);
+        let info = append(&manager, &log, Bytes::from(group.concat())).unwrap();
+        assert_eq!(info.base_offset, synced_end);
+        let rolls = log.segment_count() - segments_before;
+        assert!(rolls >= 8, "only {rolls} rolls inside the group");
+        // 4. The crash copy recovers to the synced batches, not to the rolls' indexes.
+        let crashed = CrashedLog {
+            dir: crash_copy,
+            partition: partition.clone(),
+            config: config.clone(),
+            stored,
+            base_offsets,
+        };
+        let kept = crashed.stored.len();
+        crashed.assert_recovers_to(crashed.dir.path(), kept, &backend);
+    }
+}

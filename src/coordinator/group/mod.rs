@@ -269,7 +269,10 @@ impl GroupCoordinator {
             })?;
         let batch = encode_batch(&records, Compression::None, now_ms())
             .map_err(|error| ApiError::new(ResponseError::UnknownServerError, error.to_string()))?;
-        let receiver = broker.replicas.append(&partition, &batch, -1)?;
+        // Outside the commit budget: this write cannot wait here, and each is made for a
+        // request that holds its `queued.max.request.bytes` until the record is replicated.
+        let permit = karst_storage::CommitPermit::unbudgeted();
+        let receiver = broker.replicas.append(&partition, &batch, -1, permit)?;
         Ok((partition, receiver))
     }
 

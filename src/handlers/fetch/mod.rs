@@ -107,7 +107,7 @@ async fn respond(
     };
     let image = broker.metadata.image();
     let follower = (request.replica_id.0 >= 0).then_some(request.replica_id.0);
-    let now = crate::replication::now_ms();
+    let now = broker.replicas.clock().now_ms();
     let hosted: Vec<Result<Arc<Partition>, ResponseError>> = wanted
         .iter()
         .map(|((topic, index), position)| {

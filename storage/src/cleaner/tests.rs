@@ -39,6 +39,7 @@ fn open_manager(dir: &Path) -> LogManager {
             storage_threads: 1,
             backend: Arc::new(PortableBackend),
             min_free_bytes: 0,
+            commit_queue_bytes_max: crate::commit_budget::COMMIT_QUEUE_BYTES_MAX_DEFAULT,
         },
         &compacted_config(),
     )
@@ -99,10 +100,15 @@ fn produced_maybe_keyed(
 fn append(manager: &LogManager, log: &Arc<Log>, bytes: Bytes) -> crate::log::AppendInfo {
     let batches = validate_produced(&bytes, 1 << 20).unwrap();
     let (sender, receiver) = mpsc::channel();
+    let queued_bytes: usize = batches.iter().map(|batch| batch.bytes.len()).sum();
     manager.append(
         Arc::clone(log),
         batches,
         AppendOrigin::Leader(LeaderEpoch(0)),
+        manager
+            .commit_budget()
+            .try_acquire(queued_bytes)
+            .expect("room in the commit budget"),
         Box::new(move |outcome| sender.send(outcome).unwrap()),
     );
     receiver.recv().unwrap().unwrap()

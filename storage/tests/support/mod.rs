@@ -92,6 +92,7 @@ pub fn open_with(dir: &Path, backend: Arc<dyn IoBackend>, config: &LogConfig) ->
             storage_threads: 2,
             backend,
             min_free_bytes: 0,
+            commit_queue_bytes_max: karst_storage::commit_budget::COMMIT_QUEUE_BYTES_MAX_DEFAULT,
         },
         config,
     )
@@ -112,10 +113,15 @@ pub fn append_with_epoch(
 ) -> Result<AppendInfo, LogError> {
     let batches = validate_produced(&bytes, 1 << 24).unwrap();
     let (sender, receiver) = mpsc::channel();
+    let queued_bytes: usize = batches.iter().map(|batch| batch.bytes.len()).sum();
     manager.append(
         Arc::clone(log),
         batches,
         AppendOrigin::Leader(epoch),
+        manager
+            .commit_budget()
+            .try_acquire(queued_bytes)
+            .expect("room in the commit budget"),
         Box::new(move |outcome| sender.send(outcome).unwrap()),
     );
     receiver.recv().unwrap()
