@@ -61,6 +61,11 @@ enum Command {
         /// Idempotent producers (enable.idempotence=true): then no value may be stored twice.
         #[arg(long)]
         idempotent: bool,
+        /// Turn the verdict around, for proving the harness on a deliberately broken build:
+        /// exit 0 only when the history is invalid because of every named anomaly
+        /// (comma-separated, e.g. lost-write), else 1.
+        #[arg(long, value_delimiter = ',')]
+        expect_invalid: Vec<String>,
     },
     /// Check `DIRECTORY/history.jsonl`; write `results.json` and `timeline.svg` there.
     /// Exits 1 when the history is invalid.
@@ -76,6 +81,9 @@ enum Command {
         /// exit 1 if one was not, so a smoke run cannot pass without faults.
         #[arg(long, value_delimiter = ',')]
         require_faults: Vec<String>,
+        /// Exit 0 only when the history is invalid because of every named anomaly (see `run`).
+        #[arg(long, value_delimiter = ',')]
+        expect_invalid: Vec<String>,
     },
 }
 
@@ -104,6 +112,7 @@ fn main_result() -> anyhow::Result<ExitCode> {
             results,
             karst_bin,
             idempotent,
+            expect_invalid,
         } => {
             let nemeses = nemesis
                 .iter()
@@ -129,13 +138,15 @@ fn main_result() -> anyhow::Result<ExitCode> {
                 idempotent,
             };
             let (directory, results) = run(&options)?;
-            Ok(report(&directory, &results))
+            let verdict = report(&directory, &results);
+            Ok(expected_verdict(verdict, &results, &expect_invalid))
         }
         Command::Check {
             directory,
             stall_window,
             recovery_grace,
             require_faults,
+            expect_invalid,
         } => {
             let options = CheckOptions {
                 stall_window_ns: stall_window * 1_000_000_000,
@@ -152,8 +163,32 @@ fn main_result() -> anyhow::Result<ExitCode> {
                 println!("karst-jepsen: FAILED: no {missing:?} fault was injected in this run");
                 return Ok(ExitCode::from(1));
             }
-            Ok(verdict)
+            Ok(expected_verdict(verdict, &results, &expect_invalid))
         }
+    }
+}
+
+/// With `--expect-invalid`, the exit code says whether the history was invalid for every
+/// named anomaly (0) or not (1); without it, `verdict` stands.
+fn expected_verdict(verdict: ExitCode, results: &Results, expect_invalid: &[String]) -> ExitCode {
+    let expected: Vec<&String> = expect_invalid.iter().filter(|a| !a.is_empty()).collect();
+    if expected.is_empty() {
+        return verdict;
+    }
+    let missing: Vec<&&String> = expected
+        .iter()
+        .filter(|anomaly| !results.invalid_because.contains(anomaly))
+        .collect();
+    if missing.is_empty() {
+        println!(
+            "karst-jepsen: EXPECTED: invalid because of {expected:?}, as --expect-invalid asked"
+        );
+        ExitCode::SUCCESS
+    } else {
+        println!(
+            "karst-jepsen: FAILED: --expect-invalid {expected:?}, but the history is not invalid because of {missing:?}"
+        );
+        ExitCode::from(1)
     }
 }
 
