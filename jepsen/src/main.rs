@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use karst_jepsen::checker::{CheckOptions, Results};
+use karst_jepsen::history::WorkloadKind;
 use karst_jepsen::nemesis::Family;
 use karst_jepsen::run::{run, RunOptions};
 
@@ -61,6 +62,10 @@ enum Command {
         /// Idempotent producers (enable.idempotence=true): then no value may be stored twice.
         #[arg(long)]
         idempotent: bool,
+        /// How consumers read: `assign` (each process its own positions) or `groups` (members
+        /// of one consumer group: subscribe, commit after each poll).
+        #[arg(long, value_enum, default_value_t = WorkloadKind::Assign)]
+        workload: WorkloadKind,
         /// Turn the verdict around, for proving the harness on a deliberately broken build:
         /// exit 0 only when the history is invalid because of every named anomaly
         /// (comma-separated, e.g. lost-write), else 1.
@@ -112,6 +117,7 @@ fn main_result() -> anyhow::Result<ExitCode> {
             results,
             karst_bin,
             idempotent,
+            workload,
             expect_invalid,
         } => {
             let nemeses = nemesis
@@ -136,6 +142,7 @@ fn main_result() -> anyhow::Result<ExitCode> {
                 key_rotation: Duration::from_secs(key_rotation.max(1)),
                 topic: "jepsen".to_owned(),
                 idempotent,
+                workload,
             };
             let (directory, results) = run(&options)?;
             let verdict = report(&directory, &results);
@@ -202,6 +209,9 @@ fn report(directory: &std::path::Path, results: &Results) -> ExitCode {
         results.ops.poll,
         results.ops.faults_injected
     );
+    if !results.ops.commit.is_empty() {
+        println!("karst-jepsen: commits {:?}", results.ops.commit);
+    }
     println!(
         "karst-jepsen: {} acknowledged sends, {} of them read; anomalies {:?}",
         results.acknowledged_sends, results.acknowledged_sends_read, results.anomaly_counts
