@@ -29,14 +29,14 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{ClientContext, Message, Offset as KafkaOffset, TopicPartitionList};
 
-use super::{base_config, producer_config, send, PollReads, Shared, WorkloadOptions};
+use super::{
+    base_config, producer_config, send, PollReads, Shared, WorkloadOptions, POLL_RECORDS_MAX,
+};
 use crate::history::{Function, Key, Offset, Op, OpType, Process};
 use crate::random::Random;
 
 /// The one consumer group every process of a run joins.
 pub const GROUP_ID: &str = "karst-jepsen-group";
-/// Records one group poll may return (a poll also ends after `poll_window`).
-const POLL_RECORDS_MAX: usize = 2_000;
 /// Our bound on a synchronous commit: librdkafka waits for a coordinator without limit.
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long reading the committed offsets back may take at the end.
