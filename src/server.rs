@@ -174,6 +174,13 @@ async fn serve(config: BrokerConfig, source: String) -> anyhow::Result<()> {
         %cluster_id,
         "Karst is ready"
     );
+    if crate::replication::purgatory::unsafe_early_ack() {
+        tracing::warn!(
+            env = crate::replication::purgatory::UNSAFE_EARLY_ACK_ENV,
+            "UNSAFE TEST BUILD: acks=all is answered before the ISR has the batch; \
+             acknowledged writes WILL be lost on failover. Never run this outside a test."
+        );
+    }
     let network = tokio::spawn(crate::network::serve(
         listener,
         Arc::clone(&broker),

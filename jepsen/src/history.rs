@@ -10,6 +10,11 @@
 //!   a timeout). The process that saw an `info` is never used again: its client is torn down
 //!   and the worker continues under a new process number, so every process is sequential.
 //!
+//! In the `groups` workload the consumers are members of one consumer group: a `rebalance`
+//! records each new assignment a member got (between its polls), and a `commit` the offsets a
+//! member committed after a poll (invoke, then ok/fail/info like a send). The run ends with one
+//! `fetch-committed`: the group's committed offsets read back after the final reads.
+//!
 //! The workload writes keys as integers; key `k` is partition `k` of the run's topic. Values are
 //! unique integers across the whole run, so a value names the one send that wrote it.
 
@@ -70,6 +75,26 @@ pub enum Function {
     /// The workload's settings (`workload`), first in a history: they decide which anomalies
     /// the checker may allow.
     Workload,
+    /// A group member's assignment changed (`assignment`: the keys it owns now, possibly
+    /// none); it reads them from the group's committed offsets. Restarts order checks, like
+    /// `assign`.
+    Rebalance,
+    /// A group member commits `offsets` (per key, the next offset to read) for the group.
+    Commit,
+    /// The group's committed offsets (`offsets`), read once after the final reads.
+    FetchCommitted,
+}
+
+/// How the workload's consumers read: each process assigns itself the active keys, or all
+/// processes are members of one consumer group that subscribes to the topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum WorkloadKind {
+    /// `assign`: every process reads the active keys at its own positions.
+    #[default]
+    Assign,
+    /// `subscribe` in one consumer group, manual commits after each poll.
+    Groups,
 }
 
 /// How the workload's clients produce and consume, as far as the checker needs to know.
@@ -78,6 +103,9 @@ pub struct WorkloadSettings {
     /// Producers run with `enable.idempotence=true`: the broker must drop re-sent batches, so
     /// no value may be stored twice.
     pub idempotent: bool,
+    /// How consumers read (histories from before groups have none: `assign`).
+    #[serde(default)]
+    pub kind: WorkloadKind,
 }
 
 /// One line of `history.jsonl`.
@@ -131,6 +159,13 @@ pub struct Op {
     /// Workload: its settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload: Option<WorkloadSettings>,
+    /// Rebalance: the keys the member owns from now on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignment: Option<Vec<Key>>,
+    /// Commit: per key, the offset committed (the next one to read); fetch-committed: the
+    /// group's committed offset of each key that has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offsets: Option<BTreeMap<Key, Offset>>,
 }
 
 fn is_false(value: &bool) -> bool {
@@ -158,6 +193,8 @@ impl Op {
             nodes: None,
             error: None,
             workload: None,
+            assignment: None,
+            offsets: None,
         }
     }
 

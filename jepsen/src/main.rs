@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use karst_jepsen::checker::{CheckOptions, Results};
+use karst_jepsen::history::WorkloadKind;
 use karst_jepsen::nemesis::Family;
 use karst_jepsen::run::{run, RunOptions};
 
@@ -61,6 +62,15 @@ enum Command {
         /// Idempotent producers (enable.idempotence=true): then no value may be stored twice.
         #[arg(long)]
         idempotent: bool,
+        /// How consumers read: `assign` (each process its own positions) or `groups` (members
+        /// of one consumer group: subscribe, commit after each poll).
+        #[arg(long, value_enum, default_value_t = WorkloadKind::Assign)]
+        workload: WorkloadKind,
+        /// Turn the verdict around, for proving the harness on a deliberately broken build:
+        /// exit 0 only when the history is invalid because of every named anomaly
+        /// (comma-separated, e.g. lost-write), else 1.
+        #[arg(long, value_delimiter = ',')]
+        expect_invalid: Vec<String>,
     },
     /// Check `DIRECTORY/history.jsonl`; write `results.json` and `timeline.svg` there.
     /// Exits 1 when the history is invalid.
@@ -76,6 +86,9 @@ enum Command {
         /// exit 1 if one was not, so a smoke run cannot pass without faults.
         #[arg(long, value_delimiter = ',')]
         require_faults: Vec<String>,
+        /// Exit 0 only when the history is invalid because of every named anomaly (see `run`).
+        #[arg(long, value_delimiter = ',')]
+        expect_invalid: Vec<String>,
     },
 }
 
@@ -104,6 +117,8 @@ fn main_result() -> anyhow::Result<ExitCode> {
             results,
             karst_bin,
             idempotent,
+            workload,
+            expect_invalid,
         } => {
             let nemeses = nemesis
                 .iter()
@@ -127,15 +142,18 @@ fn main_result() -> anyhow::Result<ExitCode> {
                 key_rotation: Duration::from_secs(key_rotation.max(1)),
                 topic: "jepsen".to_owned(),
                 idempotent,
+                workload,
             };
             let (directory, results) = run(&options)?;
-            Ok(report(&directory, &results))
+            let verdict = report(&directory, &results);
+            Ok(expected_verdict(verdict, &results, &expect_invalid))
         }
         Command::Check {
             directory,
             stall_window,
             recovery_grace,
             require_faults,
+            expect_invalid,
         } => {
             let options = CheckOptions {
                 stall_window_ns: stall_window * 1_000_000_000,
@@ -152,8 +170,32 @@ fn main_result() -> anyhow::Result<ExitCode> {
                 println!("karst-jepsen: FAILED: no {missing:?} fault was injected in this run");
                 return Ok(ExitCode::from(1));
             }
-            Ok(verdict)
+            Ok(expected_verdict(verdict, &results, &expect_invalid))
         }
+    }
+}
+
+/// With `--expect-invalid`, the exit code says whether the history was invalid for every
+/// named anomaly (0) or not (1); without it, `verdict` stands.
+fn expected_verdict(verdict: ExitCode, results: &Results, expect_invalid: &[String]) -> ExitCode {
+    let expected: Vec<&String> = expect_invalid.iter().filter(|a| !a.is_empty()).collect();
+    if expected.is_empty() {
+        return verdict;
+    }
+    let missing: Vec<&&String> = expected
+        .iter()
+        .filter(|anomaly| !results.invalid_because.contains(anomaly))
+        .collect();
+    if missing.is_empty() {
+        println!(
+            "karst-jepsen: EXPECTED: invalid because of {expected:?}, as --expect-invalid asked"
+        );
+        ExitCode::SUCCESS
+    } else {
+        println!(
+            "karst-jepsen: FAILED: --expect-invalid {expected:?}, but the history is not invalid because of {missing:?}"
+        );
+        ExitCode::from(1)
     }
 }
 
@@ -167,6 +209,9 @@ fn report(directory: &std::path::Path, results: &Results) -> ExitCode {
         results.ops.poll,
         results.ops.faults_injected
     );
+    if !results.ops.commit.is_empty() {
+        println!("karst-jepsen: commits {:?}", results.ops.commit);
+    }
     println!(
         "karst-jepsen: {} acknowledged sends, {} of them read; anomalies {:?}",
         results.acknowledged_sends, results.acknowledged_sends_read, results.anomaly_counts

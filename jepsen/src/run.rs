@@ -23,7 +23,7 @@ use crate::checker::Results;
 use crate::cluster::cleanup::{self, CleanupGuard};
 use crate::cluster::network::{self, NodeId};
 use crate::cluster::Cluster;
-use crate::history::{Function, HistoryWriter, Op, OpType, Process, NEMESIS_PROCESS};
+use crate::history::{Function, HistoryWriter, Op, OpType, Process, WorkloadKind, NEMESIS_PROCESS};
 use crate::nemesis::{self, Family, Nemesis};
 use crate::workload::{self, Shared, WorkloadOptions};
 
@@ -52,6 +52,8 @@ pub struct RunOptions {
     pub topic: String,
     /// Idempotent producers (`enable.idempotence=true`).
     pub idempotent: bool,
+    /// Consumers that `assign` keys, or members of one consumer group.
+    pub workload: WorkloadKind,
 }
 
 /// Runs the whole test; returns the run directory and the checker's verdict.
@@ -82,6 +84,7 @@ pub fn run(options: &RunOptions) -> anyhow::Result<(PathBuf, Results)> {
         poll_window: Duration::from_millis(50),
         seed: options.seed,
         idempotent: options.idempotent,
+        kind: options.workload,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -114,6 +117,14 @@ pub fn run(options: &RunOptions) -> anyhow::Result<(PathBuf, Results)> {
     sleep(SETTLE_AFTER_HEAL);
     note_exited_nodes(&mut cluster, &shared);
     runtime.block_on(final_reads_reported(&shared, &workload_options));
+    if options.workload == WorkloadKind::Groups {
+        if let Err(error) = runtime.block_on(workload::groups::fetch_committed(
+            &shared,
+            &workload_options,
+        )) {
+            eprintln!("karst-jepsen: reading the group's committed offsets failed: {error:#}");
+        }
+    }
     note_exited_nodes(&mut cluster, &shared);
     cluster.save_admin_views();
     shared.history.lock().expect("history lock").flush()?;

@@ -15,6 +15,9 @@
 //! * **Polls** use `assign`: each process keeps its position per key and re-assigns (an
 //!   `assign` operation) when the active keys change. Each poll records the leader epoch of
 //!   the batches it read, which tells a client re-send from a broker's duplicate.
+//! * **Groups** (`--workload groups`, [`groups`]): instead of `assign`, every process's consumer
+//!   is a member of one consumer group subscribed to the topic; it commits what each poll read
+//!   and records every new assignment it gets (`rebalance`).
 //! * **Final reads** after the last heal: a fresh consumer reads every key from offset 0 up to the
 //!   high watermark it finds then; those polls are marked `final_read`.
 
@@ -32,9 +35,12 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset as KafkaOffset, TopicPartitionList};
 
 use crate::history::{
-    Function, HistoryWriter, Key, LeaderEpoch, Offset, Op, OpType, Process, Value, WorkloadSettings,
+    Function, HistoryWriter, Key, LeaderEpoch, Offset, Op, OpType, Process, Value, WorkloadKind,
+    WorkloadSettings,
 };
 use crate::random::Random;
+
+pub mod groups;
 
 /// Records one poll may return before it completes (a poll also ends after `poll_window`).
 const POLL_RECORDS_MAX: usize = 2_000;
@@ -70,6 +76,8 @@ pub struct WorkloadOptions {
     pub seed: u64,
     /// Producers with `enable.idempotence=true` (else `retries=0`, no idempotence).
     pub idempotent: bool,
+    /// How consumers read: `assign` or as members of one group.
+    pub kind: WorkloadKind,
 }
 
 impl WorkloadOptions {
@@ -206,6 +214,7 @@ pub fn record_settings(shared: &Shared, options: &WorkloadOptions) {
     );
     op.workload = Some(WorkloadSettings {
         idempotent: options.idempotent,
+        kind: options.kind,
     });
     shared.record(op);
 }
@@ -271,47 +280,7 @@ impl Client {
 
     /// One send; returns false when its outcome is unknown (the client must be rebuilt).
     async fn send(&mut self, shared: &Shared, topic: &str, key: Key) -> bool {
-        let value: Value = shared.next_value.fetch_add(1, Ordering::Relaxed);
-        let mut invoke = self.op(OpType::Invoke, Function::Send);
-        invoke.key = Some(key);
-        invoke.value = Some(value);
-        shared.record(invoke.clone());
-        let (key_bytes, value_bytes) = (key.to_string(), value.to_string());
-        let record = FutureRecord::to(topic)
-            .partition(key as i32)
-            .key(&key_bytes)
-            .payload(&value_bytes);
-        let mut completion = invoke;
-        let outcome = match self.producer.send_result(record) {
-            Err((error, _)) => Err((OpType::Fail, error.to_string())),
-            Ok(delivery) => match tokio::time::timeout(SEND_TIMEOUT, delivery).await {
-                Ok(Ok(Ok(delivery))) if delivery.partition == key as i32 => Ok(delivery.offset),
-                Ok(Ok(Ok(delivery))) => Err((
-                    OpType::Info,
-                    format!("delivered to partition {}", delivery.partition),
-                )),
-                Ok(Ok(Err((error, _)))) => Err((send_error_outcome(&error), error.to_string())),
-                Ok(Err(_)) => Err((OpType::Info, "delivery report dropped".to_owned())),
-                Err(_) => Err((
-                    OpType::Info,
-                    format!("no delivery report in {SEND_TIMEOUT:?}"),
-                )),
-            },
-        };
-        match outcome {
-            Ok(offset) => {
-                completion.op_type = OpType::Ok;
-                completion.offset = Some(offset);
-                shared.record(completion);
-                true
-            }
-            Err((op_type, error)) => {
-                completion.op_type = op_type;
-                completion.error = Some(error);
-                shared.record(completion);
-                op_type == OpType::Fail
-            }
-        }
+        send(shared, &self.producer, self.process, topic, key).await
     }
 
     /// One poll of the assigned keys for up to `window`; records the poll and returns what it
@@ -324,54 +293,122 @@ impl Client {
     ) -> BTreeMap<Key, Vec<(Offset, Value)>> {
         shared.record(self.op(OpType::Invoke, Function::Poll));
         let deadline = tokio::time::Instant::now() + window;
-        let mut reads: BTreeMap<Key, Vec<(Offset, Value)>> = BTreeMap::new();
-        let mut epochs: BTreeMap<Key, Vec<(Offset, LeaderEpoch)>> = BTreeMap::new();
-        let mut last_epoch: BTreeMap<Key, LeaderEpoch> = BTreeMap::new();
-        let mut count = 0;
-        let mut error = None;
-        while count < POLL_RECORDS_MAX {
+        let mut poll = PollReads::default();
+        while poll.count < POLL_RECORDS_MAX {
             let message = match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
                 Err(_) => break,
                 Ok(Err(consume_error)) => {
-                    error = Some(consume_error.to_string());
+                    poll.error = Some(consume_error.to_string());
                     break;
                 }
                 Ok(Ok(message)) => message,
             };
-            let key = message.partition() as Key;
-            let value = message
-                .payload()
-                .and_then(|bytes| std::str::from_utf8(bytes).ok())
-                .and_then(|text| text.parse::<Value>().ok());
-            if !self.assigned.contains(&key) {
+            if !self.assigned.contains(&(message.partition() as Key)) {
                 continue;
             }
-            let Some(value) = value else {
-                error = Some(format!("unparsable value at {key}/{}", message.offset()));
-                continue;
-            };
-            reads
-                .entry(key)
-                .or_default()
-                .push((message.offset(), value));
-            if let Some(epoch) = leader_epoch(&message) {
-                if last_epoch.insert(key, epoch) != Some(epoch) {
-                    epochs
-                        .entry(key)
-                        .or_default()
-                        .push((message.offset(), epoch));
-                }
+            if let Some((key, offset)) = poll.add(&message) {
+                self.positions.insert(key, offset + 1);
             }
-            self.positions.insert(key, message.offset() + 1);
-            count += 1;
         }
-        let mut completion = self.op(OpType::Ok, Function::Poll);
-        completion.reads = Some(reads.clone());
-        completion.leader_epochs = (!epochs.is_empty()).then_some(epochs);
-        completion.final_read = final_read;
-        completion.error = error;
-        shared.record(completion);
+        let reads = poll.reads.clone();
+        shared.record(poll.completion(self.op(OpType::Ok, Function::Poll), final_read));
         reads
+    }
+}
+
+/// What one poll read, in the history's terms, while it runs.
+#[derive(Default)]
+struct PollReads {
+    reads: BTreeMap<Key, Vec<(Offset, Value)>>,
+    epochs: BTreeMap<Key, Vec<(Offset, LeaderEpoch)>>,
+    last_epoch: BTreeMap<Key, LeaderEpoch>,
+    count: usize,
+    error: Option<String>,
+}
+
+impl PollReads {
+    /// Records `message`; returns its key and offset, or None (and notes an error) when its
+    /// value is not one of ours.
+    fn add(&mut self, message: &rdkafka::message::BorrowedMessage<'_>) -> Option<(Key, Offset)> {
+        let key = message.partition() as Key;
+        let value = message
+            .payload()
+            .and_then(|bytes| std::str::from_utf8(bytes).ok())
+            .and_then(|text| text.parse::<Value>().ok());
+        let Some(value) = value else {
+            self.error = Some(format!("unparsable value at {key}/{}", message.offset()));
+            return None;
+        };
+        let offset = message.offset();
+        self.reads.entry(key).or_default().push((offset, value));
+        if let Some(epoch) = leader_epoch(message) {
+            if self.last_epoch.insert(key, epoch) != Some(epoch) {
+                self.epochs.entry(key).or_default().push((offset, epoch));
+            }
+        }
+        self.count += 1;
+        Some((key, offset))
+    }
+
+    /// The poll's completion: `op` with the reads, epochs and error filled in.
+    fn completion(self, mut op: Op, final_read: bool) -> Op {
+        op.reads = Some(self.reads);
+        op.leader_epochs = (!self.epochs.is_empty()).then_some(self.epochs);
+        op.final_read = final_read;
+        op.error = self.error;
+        op
+    }
+}
+
+/// One send of a fresh value to `key` by `process`; returns false when its outcome is unknown
+/// (the process's clients must be rebuilt).
+async fn send(
+    shared: &Shared,
+    producer: &FutureProducer,
+    process: u64,
+    topic: &str,
+    key: Key,
+) -> bool {
+    let value: Value = shared.next_value.fetch_add(1, Ordering::Relaxed);
+    let mut invoke = Op::new(Process::Client(process), OpType::Invoke, Function::Send);
+    invoke.key = Some(key);
+    invoke.value = Some(value);
+    shared.record(invoke.clone());
+    let (key_bytes, value_bytes) = (key.to_string(), value.to_string());
+    let record = FutureRecord::to(topic)
+        .partition(key as i32)
+        .key(&key_bytes)
+        .payload(&value_bytes);
+    let mut completion = invoke;
+    let outcome = match producer.send_result(record) {
+        Err((error, _)) => Err((OpType::Fail, error.to_string())),
+        Ok(delivery) => match tokio::time::timeout(SEND_TIMEOUT, delivery).await {
+            Ok(Ok(Ok(delivery))) if delivery.partition == key as i32 => Ok(delivery.offset),
+            Ok(Ok(Ok(delivery))) => Err((
+                OpType::Info,
+                format!("delivered to partition {}", delivery.partition),
+            )),
+            Ok(Ok(Err((error, _)))) => Err((send_error_outcome(&error), error.to_string())),
+            Ok(Err(_)) => Err((OpType::Info, "delivery report dropped".to_owned())),
+            Err(_) => Err((
+                OpType::Info,
+                format!("no delivery report in {SEND_TIMEOUT:?}"),
+            )),
+        },
+    };
+    match outcome {
+        Ok(offset) => {
+            completion.op_type = OpType::Ok;
+            completion.offset = Some(offset);
+            shared.record(completion);
+            true
+        }
+        Err((op_type, error)) => {
+            completion.op_type = op_type;
+            completion.error = Some(error);
+            shared.record(completion);
+            op_type == OpType::Fail
+        }
     }
 }
 
@@ -404,6 +441,9 @@ pub async fn run_worker(
     options: Arc<WorkloadOptions>,
     deadline: Instant,
 ) -> anyhow::Result<()> {
+    if options.kind == WorkloadKind::Groups {
+        return groups::run_worker(worker, shared, options, deadline).await;
+    }
     let mut random = Random::new(options.seed ^ (u64::from(worker) << 32));
     let mut client = Client::create(&shared, &options, BTreeMap::new())?;
     let interval = Duration::from_secs_f64(f64::from(options.concurrency) / options.rate.max(0.1));
@@ -487,6 +527,7 @@ mod tests {
             poll_window: Duration::from_millis(50),
             seed: 1,
             idempotent: false,
+            kind: WorkloadKind::Assign,
         }
     }
 

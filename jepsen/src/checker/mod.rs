@@ -17,12 +17,16 @@
 //! | `poll-skip` | a process's polls of a key jumped over offsets that hold values | [`order`] |
 //! | `nonmonotonic-send` | a process's acknowledged sends to a key went back in the log | [`order`] |
 //! | `send-skip` | other values sit between two consecutive sends of one process (informational: expected with several writers per key) | [`order`] |
+//! | `nonmonotonic-commit` | the group's committed offset of a key went back (groups workload) | [`groups`] |
+//! | `lost-to-group` | a value no group member read although the group committed past it | [`groups`] |
+//! | `skipped-after-rebalance` | after a rebalance a member started beyond the group's commits, skipping values | [`groups`] |
 //! | `node-crash` | a node exited although the nemesis did not kill it | [`check`] |
 //! | `send-stall` | the same for sends alone: sends attempted, none acknowledged | [`liveness`] |
 //! | `stall` | no operation succeeded for a window while no fault (plus a recovery grace) was active | [`liveness`] |
 //!
 //! [`check`] returns [`Results`], which `karst-jepsen check` writes as `results.json`.
 
+pub mod groups;
 pub mod liveness;
 pub mod logs;
 pub mod order;
@@ -66,6 +70,9 @@ const FATAL_ANOMALIES: &[&str] = &[
     "nonmonotonic-poll",
     "poll-skip",
     "nonmonotonic-send",
+    "nonmonotonic-commit",
+    "lost-to-group",
+    "skipped-after-rebalance",
     "stall",
     "send-stall",
     "node-crash",
@@ -97,6 +104,9 @@ impl Findings {
 pub struct OpCounts {
     pub send: BTreeMap<String, u64>,
     pub poll: BTreeMap<String, u64>,
+    /// Group commits (the groups workload only).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub commit: BTreeMap<String, u64>,
     pub faults: u64,
     /// Faults injected without an error, by family (`partition`, `kill`, `pause`, `clock`).
     pub faults_injected: BTreeMap<String, u64>,
@@ -132,6 +142,7 @@ pub fn check(history: &[Op], options: &CheckOptions) -> Results {
     partition_logs.find_anomalies(has_final_reads, &mut findings);
     order::find_poll_anomalies(history, &partition_logs, &mut findings);
     order::find_send_anomalies(history, &partition_logs, &mut findings);
+    groups::find_group_anomalies(history, &partition_logs, &mut findings);
     liveness::find_stalls(history, options, &mut findings);
     for op in history.iter().filter(|op| op.f == Function::NodeExited) {
         findings.add("node-crash", describe(op));
@@ -187,6 +198,9 @@ fn count_ops(history: &[Op]) -> OpCounts {
             }
             (Function::Poll, Process::Client(_)) => {
                 *counts.poll.entry(outcome.to_owned()).or_default() += 1
+            }
+            (Function::Commit, Process::Client(_)) => {
+                *counts.commit.entry(outcome.to_owned()).or_default() += 1
             }
             (Function::StartFault, _) if op.op_type == OpType::Invoke => counts.faults += 1,
             (Function::StartFault, _) if op.op_type == OpType::Info && op.error.is_none() => {

@@ -2,7 +2,8 @@
 //! version order, and polls must not jump over values.
 //!
 //! A process is sequential, so its successive ok polls of a key continue where the last one
-//! stopped — unless an `assign` moved the consumer (that restarts the check for the process).
+//! stopped — unless an `assign` or a group `rebalance` moved the consumer (that restarts the
+//! check for the process; [`super::groups`] checks where a member starts after a rebalance).
 //! Positions are compared in the version order ([`PartitionLogs::version_index`]), not as raw
 //! offsets, so gaps Kafka leaves legitimately (offsets with no known value) are no skips.
 
@@ -30,7 +31,10 @@ pub fn find_poll_anomalies(history: &[Op], logs: &PartitionLogs, findings: &mut 
             continue;
         }
         match (op.f, op.op_type) {
-            (Function::Assign, _) => last_seen.retain(|(process, _), _| *process != op.process),
+            // A new assignment (or a group rebalance) moves the consumer: restart its checks.
+            (Function::Assign | Function::Rebalance, _) => {
+                last_seen.retain(|(process, _), _| *process != op.process)
+            }
             (Function::Poll, OpType::Ok) => {
                 for (key, records) in op.reads.iter().flatten() {
                     for &(offset, _value) in records {

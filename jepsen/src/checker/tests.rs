@@ -98,7 +98,10 @@ impl HistoryBuilder {
             OpType::Info,
             Function::Workload,
         );
-        op.workload = Some(WorkloadSettings { idempotent });
+        op.workload = Some(WorkloadSettings {
+            idempotent,
+            ..WorkloadSettings::default()
+        });
         self.push(op)
     }
 
@@ -558,4 +561,220 @@ fn no_success_during_a_fault_and_its_recovery_grace_is_no_stall() {
     history.final_poll(2, &[(0, &[(0, 100), (1, 101)])]);
     let results = history.check();
     assert!(results.valid, "{results:#?}");
+}
+
+// ---- The groups workload: rebalances, commits and the committed offsets read back. ----
+
+impl HistoryBuilder {
+    /// A group member's new assignment.
+    fn rebalance(&mut self, process: u64, keys: &[Key]) -> &mut Self {
+        let mut op = Op::new(Process::Client(process), OpType::Ok, Function::Rebalance);
+        op.assignment = Some(keys.to_vec());
+        self.push(op)
+    }
+
+    /// A commit of `offsets` (the next offset to read, per key) that ended `outcome`.
+    fn commit(&mut self, process: u64, offsets: &[(Key, Offset)], outcome: OpType) -> &mut Self {
+        let mut op = Op::new(Process::Client(process), OpType::Invoke, Function::Commit);
+        op.offsets = Some(offsets.iter().copied().collect());
+        self.push(op.clone());
+        op.op_type = outcome;
+        self.push(op)
+    }
+
+    /// The group's committed offsets, read back at the end.
+    fn fetch_committed(&mut self, offsets: &[(Key, Offset)]) -> &mut Self {
+        let process = Process::Client(99);
+        self.push(Op::new(
+            process.clone(),
+            OpType::Invoke,
+            Function::FetchCommitted,
+        ));
+        let mut op = Op::new(process, OpType::Ok, Function::FetchCommitted);
+        op.offsets = Some(offsets.iter().copied().collect());
+        self.push(op)
+    }
+}
+
+/// Member 3 reads key 0 up to offset 1 and commits 2; after a rebalance member 4 owns key 0,
+/// starts at the committed offset, reads 2 and commits 3; the group's offset reads back as 3.
+fn valid_group_history() -> HistoryBuilder {
+    let mut history = HistoryBuilder::default();
+    history
+        .send(1, 0, 100, 0)
+        .send(1, 0, 101, 1)
+        .rebalance(3, &[0])
+        .poll(3, &[(0, &[(0, 100), (1, 101)])])
+        .commit(3, &[(0, 2)], OpType::Ok)
+        .send(1, 0, 102, 2)
+        .rebalance(3, &[])
+        .rebalance(4, &[0])
+        .poll(4, &[(0, &[(2, 102)])])
+        .commit(4, &[(0, 3)], OpType::Ok)
+        .final_poll(5, &[(0, &[(0, 100), (1, 101), (2, 102)])])
+        .fetch_committed(&[(0, 3)]);
+    history
+}
+
+#[test]
+fn a_group_that_hands_a_key_over_at_its_committed_offset_is_valid() {
+    let results = valid_group_history().check();
+    assert!(results.valid, "{results:#?}");
+    assert_eq!(
+        results.ops.commit,
+        BTreeMap::from([("invoke".to_owned(), 2), ("ok".to_owned(), 2)])
+    );
+}
+
+#[test]
+fn a_new_owner_that_starts_below_the_committed_offset_reads_again_and_is_valid() {
+    // At least once: member 4 re-reads offset 1 although 2 was committed.
+    let mut history = HistoryBuilder::default();
+    history
+        .send(1, 0, 100, 0)
+        .send(1, 0, 101, 1)
+        .rebalance(3, &[0])
+        .poll(3, &[(0, &[(0, 100), (1, 101)])])
+        .commit(3, &[(0, 2)], OpType::Ok)
+        .rebalance(4, &[0])
+        .poll(4, &[(0, &[(1, 101)])])
+        .commit(4, &[(0, 2)], OpType::Ok)
+        .final_poll(5, &[(0, &[(0, 100), (1, 101)])]);
+    let results = history.check();
+    assert!(results.valid, "{results:#?}");
+}
+
+#[test]
+fn an_acknowledged_commit_below_one_acknowledged_before_is_a_nonmonotonic_commit() {
+    let mut history = HistoryBuilder::default();
+    history
+        .send(1, 0, 100, 0)
+        .send(1, 0, 101, 1)
+        .rebalance(3, &[0])
+        .poll(3, &[(0, &[(0, 100), (1, 101)])])
+        .commit(3, &[(0, 2)], OpType::Ok)
+        .rebalance(4, &[0])
+        .poll(4, &[(0, &[(0, 100)])])
+        .commit(4, &[(0, 1)], OpType::Ok)
+        .final_poll(5, &[(0, &[(0, 100), (1, 101)])]);
+    let results = history.check();
+    assert_eq!(
+        results.invalid_because,
+        vec!["nonmonotonic-commit".to_owned()]
+    );
+    let example = &results.examples["nonmonotonic-commit"][0];
+    assert_eq!(
+        (&example["offset"], &example["committed_before"]),
+        (&1.into(), &2.into())
+    );
+}
+
+#[test]
+fn committed_offsets_read_back_below_an_acknowledged_commit_are_a_nonmonotonic_commit() {
+    let mut history = valid_group_history();
+    history.fetch_committed(&[(0, 2)]);
+    assert_invalid_because(&history.check(), "nonmonotonic-commit");
+    // A commit that was acknowledged and then forgotten altogether counts too.
+    let mut history = valid_group_history();
+    history.fetch_committed(&[]);
+    assert_invalid_because(&history.check(), "nonmonotonic-commit");
+}
+
+#[test]
+fn a_value_below_an_acknowledged_commit_that_no_member_read_is_lost_to_the_group() {
+    // Member 3 read only offset 0 but the group's offset moved to 3: offsets 1 and 2 (read by
+    // the final reads, so in the log) were never delivered to the group.
+    let mut history = HistoryBuilder::default();
+    history
+        .send(1, 0, 100, 0)
+        .send(1, 0, 101, 1)
+        .send(1, 0, 102, 2)
+        .rebalance(3, &[0])
+        .poll(3, &[(0, &[(0, 100)])])
+        .commit(3, &[(0, 3)], OpType::Ok)
+        .final_poll(5, &[(0, &[(0, 100), (1, 101), (2, 102)])]);
+    let results = history.check();
+    assert_eq!(results.invalid_because, vec!["lost-to-group".to_owned()]);
+    assert_eq!(results.anomaly_counts["lost-to-group"], 2);
+    assert_eq!(results.examples["lost-to-group"][0]["value"], 101);
+}
+
+#[test]
+fn a_new_owner_that_starts_beyond_the_committed_offset_skipped_after_rebalance() {
+    // Committed: 2. Member 4 starts at 4, jumping over 102 and 103, which it never read.
+    let mut history = HistoryBuilder::default();
+    for (offset, value) in [(0, 100), (1, 101), (2, 102), (3, 103), (4, 104)] {
+        history.send(1, 0, value, offset);
+    }
+    history
+        .rebalance(3, &[0])
+        .poll(3, &[(0, &[(0, 100), (1, 101)])])
+        .commit(3, &[(0, 2)], OpType::Ok)
+        .rebalance(4, &[0])
+        .poll(4, &[(0, &[(4, 104)])])
+        .final_poll(
+            5,
+            &[(0, &[(0, 100), (1, 101), (2, 102), (3, 103), (4, 104)])],
+        );
+    let results = history.check();
+    assert_eq!(
+        results.invalid_because,
+        vec!["skipped-after-rebalance".to_owned()]
+    );
+    assert_eq!(
+        results.examples["skipped-after-rebalance"][0]["skipped_offsets"],
+        serde_json::json!([2, 3])
+    );
+}
+
+#[test]
+fn a_commit_of_unknown_outcome_may_have_moved_the_group_but_a_failed_one_did_not() {
+    let history_with = |outcome| {
+        let mut history = HistoryBuilder::default();
+        history
+            .send(1, 0, 100, 0)
+            .send(1, 0, 101, 1)
+            .rebalance(3, &[0])
+            .poll(3, &[(0, &[(0, 100), (1, 101)])])
+            .commit(3, &[(0, 2)], outcome)
+            .rebalance(4, &[0])
+            .poll(4, &[(0, &[(2, 102)])])
+            .final_poll(5, &[(0, &[(0, 100), (1, 101), (2, 102)])]);
+        history.check()
+    };
+    // Maybe committed: starting at 2 is fine.
+    let results = history_with(OpType::Info);
+    assert!(results.valid, "{results:#?}");
+    // Refused by the coordinator: the group's offset is still 0, so starting at 2 skips.
+    assert_invalid_because(&history_with(OpType::Fail), "skipped-after-rebalance");
+}
+
+#[test]
+fn a_member_that_keeps_reading_past_its_own_uncommitted_reads_after_a_rebalance_skips_nothing() {
+    // Member 3 read 0 and 1 without committing; it gets key 0 again and goes on at 2.
+    let mut history = HistoryBuilder::default();
+    history
+        .send(1, 0, 100, 0)
+        .send(1, 0, 101, 1)
+        .send(1, 0, 102, 2)
+        .rebalance(3, &[0])
+        .poll(3, &[(0, &[(0, 100), (1, 101)])])
+        .rebalance(3, &[0])
+        .poll(3, &[(0, &[(2, 102)])])
+        .final_poll(5, &[(0, &[(0, 100), (1, 101), (2, 102)])]);
+    let results = history.check();
+    assert!(results.valid, "{results:#?}");
+}
+
+#[test]
+fn a_rebalance_restarts_the_poll_order_check_of_the_member() {
+    let mut history = HistoryBuilder::default();
+    history
+        .send(1, 0, 100, 0)
+        .rebalance(3, &[0])
+        .poll(3, &[(0, &[(0, 100)])])
+        .rebalance(3, &[0])
+        .poll(3, &[(0, &[(0, 100)])]);
+    let results = history.check();
+    assert_eq!(results.anomaly_counts.get("nonmonotonic-poll"), None);
 }
