@@ -1,13 +1,15 @@
-//! Three-node benchmarks, run with `scripts/bench cluster` (`cargo bench --bench cluster`).
+//! Karst beside Apache Kafka on one node and on three, and idempotence off/on; run with
+//! `scripts/bench cluster` (`cargo bench --bench cluster`).
 //!
-//! **Karst and Apache Kafka, 3 nodes, RF=3** (issue 11): a three-node Karst cluster and a
-//! three-node Apache Kafka 4.4.0 cluster (`scripts/kafka-peer`, KRaft combined mode, with its
-//! defaults and with `log.flush.interval.messages=1`) in the same run, on loopback and one
-//! disk; topics of 6 partitions, `default.replication.factor=3`, `min.insync.replicas=2`,
-//! acks=all, driven by librdkafka. For 200-byte and 1 KiB records: produce as fast as the
-//! client goes, consume everything with one consumer, and produce paced at 10 and 50 MB/s
-//! offered for the latency percentiles. Broker CPU is the three nodes' together, per GB of
-//! payload; RSS is each node's peak (`VmHWM`) at the end of its system's rows.
+//! **Karst and Apache Kafka** (issue 11): one Karst node beside one Apache Kafka 4.4.0 node,
+//! then a three-node Karst cluster beside a three-node Kafka cluster (`scripts/kafka-peer`,
+//! KRaft combined mode), Kafka with its defaults and with `log.flush.interval.messages=1`, in
+//! the same run, on loopback and one disk. Topics of 6 partitions; on three nodes
+//! `default.replication.factor=3` and `min.insync.replicas=2`; acks=all; librdkafka as the
+//! client. For 200-byte and 1 KiB records: produce as fast as the client goes, consume
+//! everything with one consumer, and produce paced at 10 and 50 MB/s offered for the latency
+//! percentiles. Broker CPU is all nodes' together, per GB of payload; RSS is each node's peak
+//! (`VmHWM`) at the end of its system's rows.
 //!
 //! **Idempotence** (issue 8): produce throughput with `enable.idempotence` off and on, 200-byte
 //! records, acks=all, on a single node and on the three-node cluster (RF=3), alternating off
@@ -138,41 +140,64 @@ fn cluster_rows(
     brokers.peak_rss_mib()
 }
 
-/// Karst and Apache Kafka on three nodes, RF=3, in one run.
-fn karst_and_kafka(root: &std::path::Path, only: &str) {
+/// Karst and Apache Kafka on `nodes` nodes (1, or 3 with RF=3), in one run.
+fn karst_and_kafka(root: &std::path::Path, only: &str, nodes: u32) {
     let mut throughput_rows = Vec::new();
     let mut paced_rows = Vec::new();
     let mut rss_rows = Vec::new();
-    let karst_name = "Karst, 3 nodes, fsync before ack on every replica";
-    if karst_name.contains(only) || "kafka".contains(only) {
-        let mut settings = REPLICATED.to_vec();
+    let count = if nodes == 1 {
+        "1 node".to_owned()
+    } else {
+        format!("{nodes} nodes")
+    };
+    let replication: &[&str] = if nodes == 1 { &[] } else { &REPLICATED };
+    let wanted = |name: &str| name.contains(only) || "kafka".contains(only);
+    let karst_name = if nodes == 1 {
+        "Karst, 1 node, fsync before ack".to_owned()
+    } else {
+        format!("Karst, {count}, fsync before ack on every replica")
+    };
+    if wanted(&karst_name) {
+        let mut settings = replication.to_vec();
         settings.push("log.io.backend=io_uring");
-        let cluster = Cluster::start(&root.join("karst"), PARTITIONS, &settings);
-        let brokers = Brokers {
-            bootstrap: cluster.bootstrap.clone(),
-            pids: cluster.pids(),
+        let data = root.join(format!("karst-{nodes}"));
+        // Kept alive until its rows are done.
+        let (brokers, _running) = if nodes == 1 {
+            let broker = Broker::start(&data, PARTITIONS, &settings);
+            let brokers = Brokers {
+                bootstrap: broker.bootstrap.clone(),
+                pids: vec![broker.child.id()],
+            };
+            (brokers, (Some(broker), None))
+        } else {
+            let cluster = Cluster::start(&data, PARTITIONS, &settings);
+            let brokers = Brokers {
+                bootstrap: cluster.bootstrap.clone(),
+                pids: cluster.pids(),
+            };
+            (brokers, (None, Some(cluster)))
         };
-        let rss = cluster_rows(karst_name, &brokers, &mut throughput_rows, &mut paced_rows);
-        rss_rows.push((karst_name.to_owned(), rss));
+        let rss = cluster_rows(&karst_name, &brokers, &mut throughput_rows, &mut paced_rows);
+        rss_rows.push((karst_name.clone(), rss));
     }
-    let kafka_modes: [(&str, &[&str]); 2] = [
+    let kafka_modes: [(String, &[&str]); 2] = [
         (
-            "Apache Kafka 4.4.0, 3 nodes, defaults (no fsync before ack)",
+            format!("Apache Kafka 4.4.0, {count}, defaults (no fsync before ack)"),
             &[],
         ),
         (
-            "Apache Kafka 4.4.0, 3 nodes, log.flush.interval.messages=1",
+            format!("Apache Kafka 4.4.0, {count}, log.flush.interval.messages=1"),
             &["log.flush.interval.messages=1"],
         ),
     ];
     for (index, (name, extra)) in kafka_modes.iter().enumerate() {
-        if !(name.contains(only) || "kafka".contains(only)) {
+        if !wanted(name) {
             continue;
         }
-        let mut settings = REPLICATED.to_vec();
+        let mut settings = replication.to_vec();
         settings.extend_from_slice(extra);
-        let Some(kafka) = KafkaPeer::start(&root.join(format!("kafka-{index}")), 3, &settings)
-        else {
+        let directory = root.join(format!("kafka-{nodes}-{index}"));
+        let Some(kafka) = KafkaPeer::start(&directory, nodes, &settings) else {
             continue;
         };
         let brokers = Brokers {
@@ -180,13 +205,17 @@ fn karst_and_kafka(root: &std::path::Path, only: &str) {
             pids: kafka.pids.clone(),
         };
         let rss = cluster_rows(name, &brokers, &mut throughput_rows, &mut paced_rows);
-        rss_rows.push((name.to_string(), rss));
+        rss_rows.push((name.clone(), rss));
         drop(kafka);
     }
     if throughput_rows.is_empty() {
         return;
     }
-    println!("\n## 3 nodes, RF=3, min.insync.replicas=2, acks=all\n");
+    if nodes == 1 {
+        println!("\n## 1 node, acks=all\n");
+    } else {
+        println!("\n## {count}, RF=3, min.insync.replicas=2, acks=all\n");
+    }
     println!("| system | record bytes | produce rec/s | MB/s | p50 ms | p99 ms | broker CPU s/GB | consume rec/s, 1 consumer | MB/s | broker CPU s/GB |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for row in &throughput_rows {
@@ -197,7 +226,7 @@ fn karst_and_kafka(root: &std::path::Path, only: &str) {
     for row in &paced_rows {
         println!("{row}");
     }
-    println!("\n| system | peak RSS per node, MiB (nodes 1, 2, 3) |");
+    println!("\n| system | peak RSS per node, MiB |");
     println!("|---|---|");
     for (name, rss) in &rss_rows {
         let each: Vec<String> = rss.iter().map(|mib| format!("{mib:.0}")).collect();
@@ -410,7 +439,8 @@ fn main() {
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).unwrap();
     let started = Instant::now();
-    karst_and_kafka(&root, &only);
+    karst_and_kafka(&root, &only, 1);
+    karst_and_kafka(&root, &only, 3);
     idempotence(&root, &only);
     println!(
         "\nlibrdkafka linger.ms=10 (paced: 1), batch.num.messages=100000, 6 partitions; \
