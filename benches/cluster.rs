@@ -18,7 +18,8 @@
 //!
 //! Environment: `KARST_BENCH_ONLY` (`kafka` for the first part, `idempotence` for the second,
 //! or a row's name), `KARST_BENCH_SCALE` (multiplies every record count, default 1),
-//! `KARST_BENCH_PRODUCER` / `KARST_BENCH_CONSUMER` as in `produce_consume`.
+//! `KARST_BENCH_ROUNDS` (idempotence rounds, default 3), `KARST_BENCH_PRODUCER` /
+//! `KARST_BENCH_CONSUMER` as in `produce_consume`.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -303,7 +304,10 @@ fn java_producer(bootstrap: &str, topic: &str, records: usize, on: bool) -> Opti
     // "800000 steady state records sent, 252445.5 records/sec (48.15 MB/sec), 88.86 ms avg
     // latency, 465.00 ms max latency, 38 ms 50th, 367 ms 95th, 429 ms 99th, 464 ms 99.9th."
     let text = String::from_utf8_lossy(&output.stdout);
-    let line = text.lines().find(|line| line.contains("steady state"))?;
+    let Some(line) = text.lines().find(|line| line.contains("steady state")) else {
+        eprintln!("kafka-producer-perf-test printed no steady-state line:\n{text}");
+        return None;
+    };
     let number_before = |suffix: &str| -> Option<f64> {
         let end = line.find(suffix)?;
         line[..end].split_whitespace().last()?.parse().ok()
@@ -346,11 +350,16 @@ fn idempotence_phase(
     Some((rates?, cpu))
 }
 
-/// Idempotence off and on, alternating, three rounds, on one broker or cluster.
+/// Idempotence off and on, alternating, three rounds (`KARST_BENCH_ROUNDS`), on one broker or
+/// cluster.
 fn idempotence_rows(name: &str, brokers: &Brokers, driver: Driver, records: usize) {
     let mut figures: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     let client = driver.name();
-    for round in 1..=3 {
+    let rounds: u32 = std::env::var("KARST_BENCH_ROUNDS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(3);
+    for round in 1..=rounds {
         // Alternate which goes first, so a drift over the run does not favour one side.
         let order = if round % 2 == 1 {
             [false, true]
