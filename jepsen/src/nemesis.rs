@@ -6,6 +6,7 @@
 //! | `kill` | SIGKILL `kill-one`, `kill-controller`, `kill-leader`, `kill-minority`, `kill-all`; healed by restarting |
 //! | `pause` | SIGSTOP `pause-one`, `pause-controller`, `pause-leader`, `pause-minority`; healed by SIGCONT |
 //! | `clock` | `clock-bump-one` (one node's wall clock moves by up to ±300 s), `clock-skew-all` (every node a different offset); libfaketime, healed by offset 0 |
+//! | `lose-unsynced` | `lose-unsynced-one`, `-controller`, `-leader`, `-minority`, `-all`: SIGKILL, then every write the node had not synced is dropped ([`crate::cluster::unsynced`]); healed by restarting |
 //!
 //! A minority is (n - 1) / 2 random nodes: one of three, two of five. The controller and
 //! partition-leader variants aim at the node whose loss matters most. Partitions
@@ -15,8 +16,7 @@
 //! was.
 //!
 //! Clock faults move CLOCK_REALTIME only (the monotonic clock would stall every timer).
-//! Not built yet: clock strobes, lost unsynced writes (a filesystem that drops
-//! unsynced data on kill) and bit flips in sealed segments; see docs/JEPSEN.md.
+//! Not built yet: clock strobes and bit flips in sealed segments; see docs/JEPSEN.md.
 
 use std::str::FromStr;
 
@@ -37,6 +37,7 @@ pub enum Family {
     Kill,
     Pause,
     Clock,
+    LoseUnsynced,
 }
 
 impl FromStr for Family {
@@ -53,10 +54,16 @@ impl FromStr for Family {
                 "nemesis clock needs {} (apt-get install faketime)",
                 crate::cluster::node::LIBFAKETIME
             ),
-            "lose-unsynced" | "bitflip" => {
+            "lose-unsynced" if std::path::Path::new("/dev/fuse").exists() => {
+                Ok(Family::LoseUnsynced)
+            }
+            "lose-unsynced" => bail!("nemesis lose-unsynced needs /dev/fuse (FUSE)"),
+            "bitflip" => {
                 bail!("nemesis {name} is not built yet (see docs/JEPSEN.md)")
             }
-            other => bail!("unknown nemesis {other}: expected partition, kill, pause or clock"),
+            other => bail!(
+                "unknown nemesis {other}: expected partition, kill, pause, clock or lose-unsynced"
+            ),
         }
     }
 }
@@ -87,6 +94,11 @@ pub enum Fault {
         name: String,
         nodes: Vec<NodeId>,
     },
+    /// SIGKILL, then the node's unsynced writes are dropped.
+    LoseUnsynced {
+        name: String,
+        nodes: Vec<NodeId>,
+    },
     Pause {
         name: String,
         nodes: Vec<NodeId>,
@@ -101,9 +113,10 @@ pub enum Fault {
 impl Fault {
     pub fn name(&self) -> String {
         match self {
-            Fault::Isolate { name, .. } | Fault::Kill { name, .. } | Fault::Pause { name, .. } => {
-                name.clone()
-            }
+            Fault::Isolate { name, .. }
+            | Fault::Kill { name, .. }
+            | Fault::LoseUnsynced { name, .. }
+            | Fault::Pause { name, .. } => name.clone(),
             Fault::OneWay { .. } => "partition-one-way".to_owned(),
             Fault::Clock { name, offsets } => {
                 let offsets: Vec<String> = offsets
@@ -119,7 +132,9 @@ impl Fault {
         match self {
             Fault::Isolate { isolated, .. } => isolated.clone(),
             Fault::OneWay { deaf, from } => vec![*deaf, *from],
-            Fault::Kill { nodes, .. } | Fault::Pause { nodes, .. } => nodes.clone(),
+            Fault::Kill { nodes, .. }
+            | Fault::LoseUnsynced { nodes, .. }
+            | Fault::Pause { nodes, .. } => nodes.clone(),
             Fault::Clock { offsets, .. } => offsets.iter().map(|(node, _)| *node).collect(),
         }
     }
@@ -173,6 +188,13 @@ impl Nemesis {
                 let (variant, nodes) = self.choose_nodes(cluster, true);
                 Fault::Kill {
                     name: format!("kill-{variant}"),
+                    nodes,
+                }
+            }
+            Family::LoseUnsynced => {
+                let (variant, nodes) = self.choose_nodes(cluster, true);
+                Fault::LoseUnsynced {
+                    name: format!("lose-unsynced-{variant}"),
                     nodes,
                 }
             }
@@ -286,6 +308,15 @@ pub fn inject(fault: &Fault, cluster: &mut Cluster) -> anyhow::Result<()> {
         Fault::Kill { nodes, .. } => {
             for node in nodes {
                 cluster.node_mut(*node).kill()?;
+            }
+        }
+        Fault::LoseUnsynced { nodes, .. } => {
+            for node in nodes {
+                let report = cluster.node_mut(*node).crash()?;
+                println!(
+                    "karst-jepsen: node {node} lost {} unsynced bytes in {} files",
+                    report.bytes, report.files
+                );
             }
         }
         Fault::Pause { nodes, .. } => {

@@ -1,5 +1,6 @@
 //! One Karst node of a run: its generated config, its data directory, its log file and its
-//! process (started inside the node's namespace, killed, paused, resumed, restarted).
+//! process (started inside the node's namespace, killed, paused, resumed, restarted), and the
+//! fault layers around them ([`FaultLayers`]).
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -12,6 +13,7 @@ use anyhow::{bail, Context};
 
 use super::cleanup;
 use super::network::{node_address, node_namespace, NodeId};
+use super::unsynced::{CrashReport, UnsyncedMount};
 
 /// The Kafka listener port on every node (each node has its own address).
 pub const KAFKA_PORT: u16 = 9092;
@@ -29,6 +31,16 @@ const FAKETIME_CACHE_SECONDS: &str = "1";
 /// How long a node gets from exec to accepting Kafka connections.
 pub const NODE_READY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// What each node runs inside, so that nemeses can reach it; only what the run's nemeses
+/// need is set up.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FaultLayers {
+    /// libfaketime preloaded, the wall clock offset by a file (`clock`).
+    pub faketime: bool,
+    /// `data/` is an [`UnsyncedMount`] over `data.synced/` (`lose-unsynced`).
+    pub unsynced_filesystem: bool,
+}
+
 pub struct Node {
     pub id: NodeId,
     binary: PathBuf,
@@ -37,32 +49,43 @@ pub struct Node {
     paused: bool,
     /// Started under libfaketime, its wall clock offset by [`Node::clock_offset_path`].
     faketime: bool,
+    /// The filesystem under `data/` that can lose unsynced writes, when mounted. Unmounted
+    /// when the node is dropped, after [`Drop`] killed the process.
+    unsynced: Option<UnsyncedMount>,
     pub starts: u32,
 }
 
 impl Node {
-    /// Writes the node's config under `run_directory/nodes/n<id>` and formats its data
-    /// directory (`karst storage format`).
+    /// Writes the node's config under `run_directory/nodes/n<id>`, mounts the unsynced-writes
+    /// filesystem if asked, and formats its data directory (`karst storage format`).
     pub fn create(
         id: NodeId,
         all: &[NodeId],
         binary: &Path,
         run_directory: &Path,
-        faketime: bool,
+        layers: FaultLayers,
     ) -> anyhow::Result<Node> {
         let directory = run_directory.join("nodes").join(format!("n{id}"));
         fs::create_dir_all(&directory)
             .with_context(|| format!("create {}", directory.display()))?;
-        let node = Node {
+        let mut node = Node {
             id,
             binary: binary.to_owned(),
             directory,
             child: None,
             paused: false,
-            faketime,
+            faketime: layers.faketime,
+            unsynced: None,
             starts: 0,
         };
-        if faketime {
+        if layers.unsynced_filesystem {
+            node.unsynced = Some(UnsyncedMount::mount(
+                &node.directory.join("data.synced"),
+                &node.data_directory(),
+                &node_namespace(id),
+            )?);
+        }
+        if node.faketime {
             node.set_clock_offset(0)?;
         }
         fs::write(
@@ -219,6 +242,24 @@ impl Node {
         }
         self.paused = false;
         Ok(())
+    }
+
+    /// SIGKILL, reap, then drop every write the node had not synced: the crash of its
+    /// machine (`lose-unsynced`). Returns what was dropped.
+    pub fn crash(&mut self) -> anyhow::Result<CrashReport> {
+        if self.unsynced.is_none() {
+            bail!("node {} has no unsynced-writes filesystem", self.id);
+        }
+        // Reaped first: no write of the process can be in flight when its disk "loses power".
+        self.kill()?;
+        let report = self.unsynced.as_ref().expect("checked above").crash();
+        let mut log = OpenOptions::new().append(true).open(self.log_path())?;
+        writeln!(
+            log,
+            "\n===== karst-jepsen: crash of node {}: dropped {} unsynced bytes in {} files",
+            self.id, report.bytes, report.files
+        )?;
+        Ok(report)
     }
 
     /// SIGSTOP (`true`) or SIGCONT (`false`).
