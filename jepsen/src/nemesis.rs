@@ -5,7 +5,7 @@
 //! | `partition` | `partition-isolate-one`, `-isolate-controller`, `-isolate-leader` (of an active key's partition), `-isolate-minority`, `partition-one-way` (a node stops hearing one other node) |
 //! | `kill` | SIGKILL `kill-one`, `kill-controller`, `kill-leader`, `kill-minority`, `kill-all`; healed by restarting |
 //! | `pause` | SIGSTOP `pause-one`, `pause-controller`, `pause-leader`, `pause-minority`; healed by SIGCONT |
-//! | `clock` | `clock-bump-one` (one node's wall clock moves by up to ±300 s), `clock-skew-all` (every node a different offset); libfaketime, healed by offset 0 |
+//! | `clock` | `clock-bump-one` (one node's wall clock moves by up to ±300 s), `clock-skew-all` (every node a different offset), `clock-strobe-one` (one node's clock flips between an offset of up to ±300 s and true time every 10–200 ms); libfaketime, healed by offset 0 |
 //! | `lose-unsynced` | `lose-unsynced-one`, `-controller`, `-leader`, `-minority`, `-all`: SIGKILL, then every write the node had not synced is dropped ([`crate::cluster::unsynced`]); healed by restarting |
 //!
 //! A minority is (n - 1) / 2 random nodes: one of three, two of five. The controller and
@@ -16,9 +16,10 @@
 //! was.
 //!
 //! Clock faults move CLOCK_REALTIME only (the monotonic clock would stall every timer).
-//! Not built yet: clock strobes and bit flips in sealed segments; see docs/JEPSEN.md.
+//! Not built yet: bit flips in sealed segments; see docs/JEPSEN.md.
 
 use std::str::FromStr;
+use std::time::Duration;
 
 use anyhow::bail;
 
@@ -29,6 +30,10 @@ use crate::random::Random;
 /// Largest clock bump (seconds): far beyond any timeout, far below retention (7 days), so a
 /// bump cannot legitimately delete data.
 const CLOCK_OFFSET_SECONDS_MAX: u64 = 300;
+/// Shortest and longest time a strobed clock stays at one value (milliseconds): from many
+/// flips between two heartbeats (Raft and broker heartbeats are 100s of ms apart) to a few.
+const STROBE_PERIOD_MS_MIN: u64 = 10;
+const STROBE_PERIOD_MS_MAX: u64 = 200;
 
 /// A family of faults the run may choose from (`--nemesis partition,kill,pause`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +113,12 @@ pub enum Fault {
         name: String,
         offsets: Vec<(NodeId, i64)>,
     },
+    /// `node`'s wall clock flips between `offset_seconds` off and true time every `period`.
+    ClockStrobe {
+        node: NodeId,
+        offset_seconds: i64,
+        period: Duration,
+    },
 }
 
 impl Fault {
@@ -125,6 +136,14 @@ impl Fault {
                     .collect();
                 format!("{name} {}", offsets.join(" "))
             }
+            Fault::ClockStrobe {
+                node,
+                offset_seconds,
+                period,
+            } => format!(
+                "clock-strobe-one n{node}{offset_seconds:+}s/{}ms",
+                period.as_millis()
+            ),
         }
     }
 
@@ -136,6 +155,7 @@ impl Fault {
             | Fault::LoseUnsynced { nodes, .. }
             | Fault::Pause { nodes, .. } => nodes.clone(),
             Fault::Clock { offsets, .. } => offsets.iter().map(|(node, _)| *node).collect(),
+            Fault::ClockStrobe { node, .. } => vec![*node],
         }
     }
 }
@@ -242,10 +262,22 @@ impl Nemesis {
     }
 
     fn choose_clock(&mut self, ids: &[NodeId]) -> Fault {
-        let nodes = if self.random.below(2) == 0 {
-            vec![self.pick(ids)]
-        } else {
-            ids.to_vec()
+        let nodes = match self.random.below(3) {
+            0 => vec![self.pick(ids)],
+            1 => ids.to_vec(),
+            _ => {
+                let node = self.pick(ids);
+                let offset_seconds = self.clock_offset_seconds();
+                let period_ms = STROBE_PERIOD_MS_MIN
+                    + self
+                        .random
+                        .below(STROBE_PERIOD_MS_MAX - STROBE_PERIOD_MS_MIN + 1);
+                return Fault::ClockStrobe {
+                    node,
+                    offset_seconds,
+                    period: Duration::from_millis(period_ms),
+                };
+            }
         };
         let name = if nodes.len() == 1 {
             "clock-bump-one"
@@ -329,6 +361,13 @@ pub fn inject(fault: &Fault, cluster: &mut Cluster) -> anyhow::Result<()> {
                 cluster.node_mut(*node).set_clock_offset(*seconds)?;
             }
         }
+        Fault::ClockStrobe {
+            node,
+            offset_seconds,
+            period,
+        } => cluster
+            .node_mut(*node)
+            .start_strobe(*offset_seconds, *period),
     }
     Ok(())
 }
@@ -347,6 +386,13 @@ pub fn heal(cluster: &mut Cluster) -> anyhow::Result<()> {
         }
         let node = cluster.node_mut(id);
         if node.has_faketime() {
+            match node.stop_strobe() {
+                Ok(0) => {}
+                Ok(flips) => {
+                    println!("karst-jepsen: node {id}'s clock strobe made {flips} changes")
+                }
+                Err(error) => errors.push(error),
+            }
             if let Err(error) = node.set_clock_offset(0) {
                 errors.push(error);
             }

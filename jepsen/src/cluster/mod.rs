@@ -5,11 +5,13 @@
 //! | module | owns |
 //! |---|---|
 //! | [`network`] | namespaces, bridge, veth pairs, addresses, iptables rules |
+//! | [`clock`] | libfaketime's offset file of a node, and the clock strobe |
 //! | [`node`] | one node: generated config, data directory, process, log |
 //! | [`cleanup`] | killing exactly the pids we started and deleting the namespaces, on any exit |
 //! | [`unsynced`] | the FUSE filesystem under each node's data that drops unsynced writes at a crash (`lose-unsynced`) |
 
 pub mod cleanup;
+pub mod clock;
 pub mod network;
 pub mod node;
 pub mod unsynced;

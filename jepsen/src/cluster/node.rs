@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 use super::cleanup;
+use super::clock::{self, Strobe};
 use super::network::{node_address, node_namespace, NodeId};
 use super::unsynced::{CrashReport, UnsyncedMount};
 
@@ -26,8 +27,6 @@ const CLUSTER_ID: &str = "jepsenKarstRunsOnly0AA";
 /// libfaketime from Debian's `faketime` package, preloaded into nodes when the clock nemesis
 /// is on.
 pub const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
-/// How long libfaketime caches the offset file (seconds): a bump takes effect within this.
-const FAKETIME_CACHE_SECONDS: &str = "1";
 /// How long a node gets from exec to accepting Kafka connections.
 pub const NODE_READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -49,6 +48,8 @@ pub struct Node {
     paused: bool,
     /// Started under libfaketime, its wall clock offset by [`Node::clock_offset_path`].
     faketime: bool,
+    /// The clock strobe running on this node, if any (stopped at the heal).
+    strobe: Option<Strobe>,
     /// The filesystem under `data/` that can lose unsynced writes, when mounted. Unmounted
     /// when the node is dropped, after [`Drop`] killed the process.
     unsynced: Option<UnsyncedMount>,
@@ -75,6 +76,7 @@ impl Node {
             child: None,
             paused: false,
             faketime: layers.faketime,
+            strobe: None,
             unsynced: None,
             starts: 0,
         };
@@ -128,8 +130,23 @@ impl Node {
     /// timeouts keep working) by `seconds` from the true time.
     pub fn set_clock_offset(&self, seconds: i64) -> anyhow::Result<()> {
         assert!(self.faketime, "node {} runs without libfaketime", self.id);
-        fs::write(self.clock_offset_path(), format!("{seconds:+}\n"))
-            .context("write the faketime offset")
+        clock::write_offset(&self.clock_offset_path(), seconds).context("set the faketime offset")
+    }
+
+    /// Flips the node's wall clock between `seconds` off and true time every `period` until
+    /// [`Node::stop_strobe`].
+    pub fn start_strobe(&mut self, seconds: i64, period: Duration) {
+        assert!(self.faketime, "node {} runs without libfaketime", self.id);
+        self.stop_strobe().ok();
+        self.strobe = Some(Strobe::start(self.clock_offset_path(), seconds, period));
+    }
+
+    /// Stops a running strobe (the clock is at true time then); how many changes it made.
+    pub fn stop_strobe(&mut self) -> anyhow::Result<u64> {
+        match self.strobe.take() {
+            Some(strobe) => strobe.stop(),
+            None => Ok(0),
+        }
     }
 
     pub fn log_path(&self) -> PathBuf {
@@ -181,7 +198,8 @@ impl Node {
             command
                 .env("LD_PRELOAD", LIBFAKETIME)
                 .env("FAKETIME_TIMESTAMP_FILE", self.clock_offset_path())
-                .env("FAKETIME_CACHE_DURATION", FAKETIME_CACHE_SECONDS)
+                // Read the file at every CLOCK_REALTIME call, so a strobe's flips land at once.
+                .env("FAKETIME_NO_CACHE", "1")
                 .env("DONT_FAKE_MONOTONIC", "1");
         }
         let child = command
