@@ -6,6 +6,7 @@
 //! | `kill` | SIGKILL `kill-one`, `kill-controller`, `kill-leader`, `kill-minority`, `kill-all`; healed by restarting |
 //! | `pause` | SIGSTOP `pause-one`, `pause-controller`, `pause-leader`, `pause-minority`; healed by SIGCONT |
 //! | `clock` | `clock-bump-one` (one node's wall clock moves by up to ±300 s), `clock-skew-all` (every node a different offset), `clock-strobe-one` (one node's clock flips between an offset of up to ±300 s and true time every 10–200 ms); libfaketime, healed by offset 0 |
+//! | `bitflip` | `bitflip-one`: one bit of a random byte of a sealed segment of one node's replica of a workload partition flips, through the file (so the page cache holds it too); not healed |
 //! | `lose-unsynced` | `lose-unsynced-one`, `-controller`, `-leader`, `-minority`, `-all`: SIGKILL, then every write the node had not synced is dropped ([`crate::cluster::unsynced`]); healed by restarting |
 //!
 //! A minority is (n - 1) / 2 random nodes: one of three, two of five. The controller and
@@ -16,12 +17,11 @@
 //! was.
 //!
 //! Clock faults move CLOCK_REALTIME only (the monotonic clock would stall every timer).
-//! Not built yet: bit flips in sealed segments; see docs/JEPSEN.md.
 
 use std::str::FromStr;
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 
 use crate::cluster::network::{self, NodeId};
 use crate::cluster::Cluster;
@@ -43,6 +43,7 @@ pub enum Family {
     Pause,
     Clock,
     LoseUnsynced,
+    Bitflip,
 }
 
 impl FromStr for Family {
@@ -63,11 +64,9 @@ impl FromStr for Family {
                 Ok(Family::LoseUnsynced)
             }
             "lose-unsynced" => bail!("nemesis lose-unsynced needs /dev/fuse (FUSE)"),
-            "bitflip" => {
-                bail!("nemesis {name} is not built yet (see docs/JEPSEN.md)")
-            }
+            "bitflip" => Ok(Family::Bitflip),
             other => bail!(
-                "unknown nemesis {other}: expected partition, kill, pause, clock or lose-unsynced"
+                "unknown nemesis {other}: expected partition, kill, pause, clock, lose-unsynced or bitflip"
             ),
         }
     }
@@ -113,6 +112,13 @@ pub enum Fault {
         name: String,
         offsets: Vec<(NodeId, i64)>,
     },
+    /// Bit `bit` of byte `position` of `segment` (a sealed segment file of `node`) flips.
+    Bitflip {
+        node: NodeId,
+        segment: std::path::PathBuf,
+        position: u64,
+        bit: u8,
+    },
     /// `node`'s wall clock flips between `offset_seconds` off and true time every `period`.
     ClockStrobe {
         node: NodeId,
@@ -136,6 +142,15 @@ impl Fault {
                     .collect();
                 format!("{name} {}", offsets.join(" "))
             }
+            Fault::Bitflip {
+                node,
+                segment,
+                position,
+                bit,
+            } => format!(
+                "bitflip-one n{node} {}@{position}/bit{bit}",
+                segment_label(segment)
+            ),
             Fault::ClockStrobe {
                 node,
                 offset_seconds,
@@ -156,6 +171,7 @@ impl Fault {
             | Fault::Pause { nodes, .. } => nodes.clone(),
             Fault::Clock { offsets, .. } => offsets.iter().map(|(node, _)| *node).collect(),
             Fault::ClockStrobe { node, .. } => vec![*node],
+            Fault::Bitflip { node, .. } => vec![*node],
         }
     }
 }
@@ -226,6 +242,46 @@ impl Nemesis {
                 }
             }
             Family::Clock => self.choose_clock(&ids),
+            Family::Bitflip => self.choose_bitflip(cluster)?,
+        })
+    }
+
+    /// A random byte of a random sealed segment (not the newest of its partition) of the
+    /// workload topic on a random node, and a random bit of it.
+    fn choose_bitflip(&mut self, cluster: &Cluster) -> anyhow::Result<Fault> {
+        let ids = cluster.ids();
+        let node = self.pick(&ids);
+        let data = cluster.node(node).data_directory();
+        let mut sealed = Vec::new();
+        for entry in std::fs::read_dir(&data)? {
+            let directory = entry?.path();
+            let name = directory.file_name().unwrap_or_default().to_string_lossy();
+            if !name.starts_with(&format!("{}-", self.topic)) || !directory.is_dir() {
+                continue;
+            }
+            let mut segments: Vec<std::path::PathBuf> = std::fs::read_dir(&directory)?
+                .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+                .filter(|path| path.extension().is_some_and(|e| e == "log"))
+                .collect();
+            segments.sort();
+            segments.pop(); // the active segment
+            sealed.extend(segments);
+        }
+        sealed.sort();
+        let sizes: Vec<u64> = sealed
+            .iter()
+            .map(|path| std::fs::metadata(path).map_or(0, |m| m.len()))
+            .collect();
+        let candidates: Vec<usize> = (0..sealed.len()).filter(|i| sizes[*i] > 0).collect();
+        if candidates.is_empty() {
+            bail!("node {node} has no sealed segment of {} yet", self.topic);
+        }
+        let chosen = candidates[self.random.below(candidates.len() as u64) as usize];
+        Ok(Fault::Bitflip {
+            node,
+            segment: sealed[chosen].clone(),
+            position: self.random.below(sizes[chosen]),
+            bit: self.random.below(8) as u8,
         })
     }
 
@@ -361,6 +417,12 @@ pub fn inject(fault: &Fault, cluster: &mut Cluster) -> anyhow::Result<()> {
                 cluster.node_mut(*node).set_clock_offset(*seconds)?;
             }
         }
+        Fault::Bitflip {
+            segment,
+            position,
+            bit,
+            ..
+        } => flip_bit(segment, *position, *bit)?,
         Fault::ClockStrobe {
             node,
             offset_seconds,
@@ -369,6 +431,33 @@ pub fn inject(fault: &Fault, cluster: &mut Cluster) -> anyhow::Result<()> {
             .node_mut(*node)
             .start_strobe(*offset_seconds, *period),
     }
+    Ok(())
+}
+
+/// `partition-directory/segment-file`, for fault names.
+fn segment_label(segment: &std::path::Path) -> String {
+    let mut parts = segment.iter().rev().take(2).collect::<Vec<_>>();
+    parts.reverse();
+    parts
+        .iter()
+        .map(|part| part.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Flips one bit of a file in place, through the page cache, without a sync: what a running
+/// node's next read of it sees, whether from the disk or the cache.
+fn flip_bit(path: &std::path::Path, position: u64, bit: u8) -> anyhow::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("open {}", path.display()))?;
+    let mut byte = [0u8; 1];
+    file.read_exact_at(&mut byte, position)?;
+    byte[0] ^= 1 << bit;
+    file.write_all_at(&byte, position)?;
     Ok(())
 }
 

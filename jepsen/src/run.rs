@@ -65,6 +65,7 @@ pub fn run(options: &RunOptions) -> anyhow::Result<(PathBuf, Results)> {
     let layers = FaultLayers {
         faketime: options.nemeses.contains(&Family::Clock),
         unsynced_filesystem: options.nemeses.contains(&Family::LoseUnsynced),
+        small_segments: options.nemeses.contains(&Family::Bitflip),
     };
     let mut cluster = Cluster::create(
         options.node_count,

@@ -65,6 +65,13 @@ impl Cluster {
         self.nodes.iter().map(|node| node.id).collect()
     }
 
+    pub fn node(&self, id: NodeId) -> &Node {
+        self.nodes
+            .iter()
+            .find(|node| node.id == id)
+            .expect("a node id of this cluster")
+    }
+
     pub fn node_mut(&mut self, id: NodeId) -> &mut Node {
         self.nodes
             .iter_mut()

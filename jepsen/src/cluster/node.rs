@@ -38,7 +38,13 @@ pub struct FaultLayers {
     pub faketime: bool,
     /// `data/` is an [`UnsyncedMount`] over `data.synced/` (`lose-unsynced`).
     pub unsynced_filesystem: bool,
+    /// Segments of [`SMALL_SEGMENT_BYTES`], so that a run seals many (`bitflip`).
+    pub small_segments: bool,
 }
+
+/// `log.segment.bytes` when segments must roll within a run: a key gets ~2 kB/s at the default
+/// rate for its 60 s, so each of its partitions seals a few segments.
+pub const SMALL_SEGMENT_BYTES: u64 = 16 << 10;
 
 pub struct Node {
     pub id: NodeId,
@@ -92,7 +98,12 @@ impl Node {
         }
         fs::write(
             node.config_path(),
-            node_config(id, all, &node.data_directory()),
+            node_config(
+                id,
+                all,
+                &node.data_directory(),
+                layers.small_segments.then_some(SMALL_SEGMENT_BYTES),
+            ),
         )?;
         let output = Command::new(binary)
             .args(["storage", "format", "--config"])
@@ -117,7 +128,7 @@ impl Node {
         self.directory.join("karst.toml")
     }
 
-    fn data_directory(&self) -> PathBuf {
+    pub fn data_directory(&self) -> PathBuf {
         self.directory.join("data")
     }
 
@@ -320,7 +331,13 @@ impl Drop for Node {
 
 /// A node config like `config/node1.toml`, on the namespace addresses, with the topic defaults
 /// the workload needs (RF=3, min.insync.replicas=2).
-pub fn node_config(id: NodeId, all: &[NodeId], data_directory: &Path) -> String {
+/// `segment_bytes` sets `log.segment.bytes` (Karst's default, 1 GiB, when None).
+pub fn node_config(
+    id: NodeId,
+    all: &[NodeId],
+    data_directory: &Path,
+    segment_bytes: Option<u64>,
+) -> String {
     let address = node_address(id);
     let voters: Vec<String> = all
         .iter()
@@ -339,8 +356,11 @@ pub fn node_config(id: NodeId, all: &[NodeId], data_directory: &Path) -> String 
 "default.replication.factor" = 3
 "min.insync.replicas" = 2
 "auto.create.topics.enable" = false
-"#,
+{segment}"#,
         voters = voters.join(","),
+        segment = segment_bytes
+            .map(|bytes| format!("\"log.segment.bytes\" = {bytes}\n"))
+            .unwrap_or_default(),
         data = data_directory.display(),
     )
 }
@@ -351,7 +371,7 @@ mod tests {
 
     #[test]
     fn a_node_config_listens_only_on_its_namespace_address_and_names_every_voter() {
-        let config = node_config(2, &[1, 2, 3], Path::new("/runs/r/nodes/n2/data"));
+        let config = node_config(2, &[1, 2, 3], Path::new("/runs/r/nodes/n2/data"), None);
         assert!(config.contains(
             r#""listeners" = "PLAINTEXT://10.77.0.12:9092,CONTROLLER://10.77.0.12:9093""#
         ));
