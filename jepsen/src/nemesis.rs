@@ -401,9 +401,16 @@ pub fn inject(fault: &Fault, cluster: &mut Cluster) -> anyhow::Result<()> {
         Fault::LoseUnsynced { nodes, .. } => {
             for node in nodes {
                 let report = cluster.node_mut(*node).crash()?;
+                let files: Vec<String> = report
+                    .dropped
+                    .iter()
+                    .map(|(path, bytes)| format!("{} ({bytes})", path.display()))
+                    .collect();
                 println!(
-                    "karst-jepsen: node {node} lost {} unsynced bytes in {} files",
-                    report.bytes, report.files
+                    "karst-jepsen: node {node} lost {} unsynced bytes in {} files: {}",
+                    report.bytes,
+                    report.files,
+                    files.join(", ")
                 );
             }
         }

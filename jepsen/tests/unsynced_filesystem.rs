@@ -55,6 +55,7 @@ fn a_write_that_was_not_synced_is_gone_after_a_crash() {
     // The crash drops it; the file (metadata, durable at once) stays, empty.
     let report = mount.crash();
     assert_eq!((report.files, report.bytes), (1, 10));
+    assert_eq!(report.dropped, [("segment.log".into(), 10)]);
     assert_eq!(contents(&path), b"");
     assert_eq!(fs::metadata(&path).expect("stat").len(), 0);
 }

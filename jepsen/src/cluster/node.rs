@@ -42,6 +42,13 @@ pub struct FaultLayers {
     pub small_segments: bool,
 }
 
+/// How long a `lose-unsynced` crash waits for the node to hold unsynced data before it kills
+/// the node anyway.
+const CRASH_AIM_TIMEOUT: Duration = Duration::from_secs(2);
+/// Unsynced bytes that count as "holding data" for that wait: more than Karst's Raft
+/// `committed` hint (29 bytes), which it never syncs.
+const CRASH_AIM_PENDING_BYTES: u64 = 64;
+
 /// `log.segment.bytes` when segments must roll within a run: a key gets ~2 kB/s at the default
 /// rate for its 60 s, so each of its partitions seals a few segments.
 pub const SMALL_SEGMENT_BYTES: u64 = 16 << 10;
@@ -279,16 +286,38 @@ impl Node {
         if self.unsynced.is_none() {
             bail!("node {} has no unsynced-writes filesystem", self.id);
         }
+        self.wait_for_unsynced_data();
         // Reaped first: no write of the process can be in flight when its disk "loses power".
         self.kill()?;
         let report = self.unsynced.as_ref().expect("checked above").crash();
         let mut log = OpenOptions::new().append(true).open(self.log_path())?;
+        let files: Vec<String> = report
+            .dropped
+            .iter()
+            .map(|(path, bytes)| format!("{} ({bytes} bytes)", path.display()))
+            .collect();
         writeln!(
             log,
-            "\n===== karst-jepsen: crash of node {}: dropped {} unsynced bytes in {} files",
-            self.id, report.bytes, report.files
+            "\n===== karst-jepsen: crash of node {}: dropped {} unsynced bytes in {} files: {}",
+            self.id,
+            report.bytes,
+            report.files,
+            files.join(", ")
         )?;
         Ok(report)
+    }
+
+    /// Waits (at most [`CRASH_AIM_TIMEOUT`]) for a moment when the node holds more than
+    /// [`CRASH_AIM_PENDING_BYTES`] unsynced: a crash between a write and its sync is the one
+    /// worth testing, and a node that syncs at once is rarely caught there by chance.
+    fn wait_for_unsynced_data(&self) {
+        let Some(unsynced) = self.unsynced.as_ref() else {
+            return;
+        };
+        let deadline = Instant::now() + CRASH_AIM_TIMEOUT;
+        while unsynced.pending_bytes() <= CRASH_AIM_PENDING_BYTES && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(200));
+        }
     }
 
     /// SIGSTOP (`true`) or SIGCONT (`false`).

@@ -38,10 +38,12 @@ pub const PENDING_BYTES_MAX: u64 = 512 << 20;
 const DEPTH_MAX: usize = 64;
 
 /// What a crash dropped.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct CrashReport {
     pub files: u64,
     pub bytes: u64,
+    /// Each file's unsynced bytes, by its path under the mount (`?` for an unlinked file).
+    pub dropped: Vec<(PathBuf, u64)>,
 }
 
 /// The state shared by the FUSE thread and the harness (which crashes it).
@@ -97,9 +99,24 @@ impl Shared {
     /// Drops every unsynced write and kills every open handle: what a power loss would leave.
     pub fn crash(&self) -> CrashReport {
         let mut state = self.lock();
+        let mut dropped: Vec<(PathBuf, u64)> = state
+            .pending
+            .iter()
+            .filter(|(_, pending)| !pending.is_empty())
+            .map(|(inode, pending)| {
+                let path = self
+                    .path(&state, *inode)
+                    .ok()
+                    .and_then(|path| path.strip_prefix(&self.backing_root).ok().map(Into::into))
+                    .unwrap_or_else(|| PathBuf::from("?"));
+                (path, pending.bytes())
+            })
+            .collect();
+        dropped.sort();
         let report = CrashReport {
-            files: state.pending.values().filter(|p| !p.is_empty()).count() as u64,
+            files: dropped.len() as u64,
             bytes: state.pending_bytes,
+            dropped,
         };
         state.pending.clear();
         state.pending_bytes = 0;
