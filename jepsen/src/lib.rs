@@ -7,7 +7,7 @@
 //! | [`history`] | operations (invoke/ok/fail/info) and `history.jsonl` |
 //! | [`checker`] | rebuilding each partition's log from a history and finding anomalies; `results.json` |
 //! | [`cluster`] | network namespaces, node configs and processes, clean-up on every exit |
-//! | [`nemesis`] | the faults (partitions, kills, pauses) and healing |
+//! | [`nemesis`] | the faults (partitions, kills, pauses, clocks, lost unsynced writes, bit flips) and healing |
 //! | [`workload`] | librdkafka clients: sends, polls (by `assign` or as members of one consumer group, with commits), final reads |
 //! | [`run`] | one bounded run from an empty cluster to a checked history |
 //! | [`plot`] | `timeline.svg`: throughput and latency with fault windows shaded |

@@ -29,7 +29,8 @@ enum Command {
         /// Nodes (3 or 5), each a broker and a voter of the metadata quorum.
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(3..=5))]
         nodes: u32,
-        /// Fault families, comma-separated: partition, kill, pause (empty: no faults).
+        /// Fault families, comma-separated: partition, kill, pause, clock, lose-unsynced,
+        /// bitflip (empty: no faults).
         #[arg(long, default_value = "partition,kill,pause", value_delimiter = ',')]
         nemesis: Vec<String>,
         /// Seconds of workload (faults included); final reads and clean-up come after.

@@ -5,7 +5,9 @@
 //! | `partition` | `partition-isolate-one`, `-isolate-controller`, `-isolate-leader` (of an active key's partition), `-isolate-minority`, `partition-one-way` (a node stops hearing one other node) |
 //! | `kill` | SIGKILL `kill-one`, `kill-controller`, `kill-leader`, `kill-minority`, `kill-all`; healed by restarting |
 //! | `pause` | SIGSTOP `pause-one`, `pause-controller`, `pause-leader`, `pause-minority`; healed by SIGCONT |
-//! | `clock` | `clock-bump-one` (one node's wall clock moves by up to ±300 s), `clock-skew-all` (every node a different offset); libfaketime, healed by offset 0 |
+//! | `clock` | `clock-bump-one` (one node's wall clock moves by up to ±300 s), `clock-skew-all` (every node a different offset), `clock-strobe-one` (one node's clock flips between an offset of up to ±300 s and true time every 10–200 ms); libfaketime, healed by offset 0 |
+//! | `bitflip` | `bitflip-one`: one bit of a random byte of a sealed segment of one node's replica of a workload partition flips, through the file (so the page cache holds it too); not healed |
+//! | `lose-unsynced` | `lose-unsynced-one`, `-controller`, `-leader`, `-minority`, `-all`: SIGKILL, then every write the node had not synced is dropped ([`crate::cluster::unsynced`]); healed by restarting |
 //!
 //! A minority is (n - 1) / 2 random nodes: one of three, two of five. The controller and
 //! partition-leader variants aim at the node whose loss matters most. Partitions
@@ -15,12 +17,11 @@
 //! was.
 //!
 //! Clock faults move CLOCK_REALTIME only (the monotonic clock would stall every timer).
-//! Not built yet: clock strobes, lost unsynced writes (a filesystem that drops
-//! unsynced data on kill) and bit flips in sealed segments; see docs/JEPSEN.md.
 
 use std::str::FromStr;
+use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 
 use crate::cluster::network::{self, NodeId};
 use crate::cluster::Cluster;
@@ -29,6 +30,10 @@ use crate::random::Random;
 /// Largest clock bump (seconds): far beyond any timeout, far below retention (7 days), so a
 /// bump cannot legitimately delete data.
 const CLOCK_OFFSET_SECONDS_MAX: u64 = 300;
+/// Shortest and longest time a strobed clock stays at one value (milliseconds): from many
+/// flips between two heartbeats (Raft and broker heartbeats are 100s of ms apart) to a few.
+const STROBE_PERIOD_MS_MIN: u64 = 10;
+const STROBE_PERIOD_MS_MAX: u64 = 200;
 
 /// A family of faults the run may choose from (`--nemesis partition,kill,pause`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +42,8 @@ pub enum Family {
     Kill,
     Pause,
     Clock,
+    LoseUnsynced,
+    Bitflip,
 }
 
 impl FromStr for Family {
@@ -53,10 +60,14 @@ impl FromStr for Family {
                 "nemesis clock needs {} (apt-get install faketime)",
                 crate::cluster::node::LIBFAKETIME
             ),
-            "lose-unsynced" | "bitflip" => {
-                bail!("nemesis {name} is not built yet (see docs/JEPSEN.md)")
+            "lose-unsynced" if std::path::Path::new("/dev/fuse").exists() => {
+                Ok(Family::LoseUnsynced)
             }
-            other => bail!("unknown nemesis {other}: expected partition, kill, pause or clock"),
+            "lose-unsynced" => bail!("nemesis lose-unsynced needs /dev/fuse (FUSE)"),
+            "bitflip" => Ok(Family::Bitflip),
+            other => bail!(
+                "unknown nemesis {other}: expected partition, kill, pause, clock, lose-unsynced or bitflip"
+            ),
         }
     }
 }
@@ -87,6 +98,11 @@ pub enum Fault {
         name: String,
         nodes: Vec<NodeId>,
     },
+    /// SIGKILL, then the node's unsynced writes are dropped.
+    LoseUnsynced {
+        name: String,
+        nodes: Vec<NodeId>,
+    },
     Pause {
         name: String,
         nodes: Vec<NodeId>,
@@ -96,14 +112,28 @@ pub enum Fault {
         name: String,
         offsets: Vec<(NodeId, i64)>,
     },
+    /// Bit `bit` of byte `position` of `segment` (a sealed segment file of `node`) flips.
+    Bitflip {
+        node: NodeId,
+        segment: std::path::PathBuf,
+        position: u64,
+        bit: u8,
+    },
+    /// `node`'s wall clock flips between `offset_seconds` off and true time every `period`.
+    ClockStrobe {
+        node: NodeId,
+        offset_seconds: i64,
+        period: Duration,
+    },
 }
 
 impl Fault {
     pub fn name(&self) -> String {
         match self {
-            Fault::Isolate { name, .. } | Fault::Kill { name, .. } | Fault::Pause { name, .. } => {
-                name.clone()
-            }
+            Fault::Isolate { name, .. }
+            | Fault::Kill { name, .. }
+            | Fault::LoseUnsynced { name, .. }
+            | Fault::Pause { name, .. } => name.clone(),
             Fault::OneWay { .. } => "partition-one-way".to_owned(),
             Fault::Clock { name, offsets } => {
                 let offsets: Vec<String> = offsets
@@ -112,6 +142,23 @@ impl Fault {
                     .collect();
                 format!("{name} {}", offsets.join(" "))
             }
+            Fault::Bitflip {
+                node,
+                segment,
+                position,
+                bit,
+            } => format!(
+                "bitflip-one n{node} {}@{position}/bit{bit}",
+                segment_label(segment)
+            ),
+            Fault::ClockStrobe {
+                node,
+                offset_seconds,
+                period,
+            } => format!(
+                "clock-strobe-one n{node}{offset_seconds:+}s/{}ms",
+                period.as_millis()
+            ),
         }
     }
 
@@ -119,8 +166,12 @@ impl Fault {
         match self {
             Fault::Isolate { isolated, .. } => isolated.clone(),
             Fault::OneWay { deaf, from } => vec![*deaf, *from],
-            Fault::Kill { nodes, .. } | Fault::Pause { nodes, .. } => nodes.clone(),
+            Fault::Kill { nodes, .. }
+            | Fault::LoseUnsynced { nodes, .. }
+            | Fault::Pause { nodes, .. } => nodes.clone(),
             Fault::Clock { offsets, .. } => offsets.iter().map(|(node, _)| *node).collect(),
+            Fault::ClockStrobe { node, .. } => vec![*node],
+            Fault::Bitflip { node, .. } => vec![*node],
         }
     }
 }
@@ -176,6 +227,13 @@ impl Nemesis {
                     nodes,
                 }
             }
+            Family::LoseUnsynced => {
+                let (variant, nodes) = self.choose_nodes(cluster, true);
+                Fault::LoseUnsynced {
+                    name: format!("lose-unsynced-{variant}"),
+                    nodes,
+                }
+            }
             Family::Pause => {
                 let (variant, nodes) = self.choose_nodes(cluster, false);
                 Fault::Pause {
@@ -184,6 +242,46 @@ impl Nemesis {
                 }
             }
             Family::Clock => self.choose_clock(&ids),
+            Family::Bitflip => self.choose_bitflip(cluster)?,
+        })
+    }
+
+    /// A random byte of a random sealed segment (not the newest of its partition) of the
+    /// workload topic on a random node, and a random bit of it.
+    fn choose_bitflip(&mut self, cluster: &Cluster) -> anyhow::Result<Fault> {
+        let ids = cluster.ids();
+        let node = self.pick(&ids);
+        let data = cluster.node(node).data_directory();
+        let mut sealed = Vec::new();
+        for entry in std::fs::read_dir(&data)? {
+            let directory = entry?.path();
+            let name = directory.file_name().unwrap_or_default().to_string_lossy();
+            if !name.starts_with(&format!("{}-", self.topic)) || !directory.is_dir() {
+                continue;
+            }
+            let mut segments: Vec<std::path::PathBuf> = std::fs::read_dir(&directory)?
+                .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+                .filter(|path| path.extension().is_some_and(|e| e == "log"))
+                .collect();
+            segments.sort();
+            segments.pop(); // the active segment
+            sealed.extend(segments);
+        }
+        sealed.sort();
+        let sizes: Vec<u64> = sealed
+            .iter()
+            .map(|path| std::fs::metadata(path).map_or(0, |m| m.len()))
+            .collect();
+        let candidates: Vec<usize> = (0..sealed.len()).filter(|i| sizes[*i] > 0).collect();
+        if candidates.is_empty() {
+            bail!("node {node} has no sealed segment of {} yet", self.topic);
+        }
+        let chosen = candidates[self.random.below(candidates.len() as u64) as usize];
+        Ok(Fault::Bitflip {
+            node,
+            segment: sealed[chosen].clone(),
+            position: self.random.below(sizes[chosen]),
+            bit: self.random.below(8) as u8,
         })
     }
 
@@ -220,10 +318,22 @@ impl Nemesis {
     }
 
     fn choose_clock(&mut self, ids: &[NodeId]) -> Fault {
-        let nodes = if self.random.below(2) == 0 {
-            vec![self.pick(ids)]
-        } else {
-            ids.to_vec()
+        let nodes = match self.random.below(3) {
+            0 => vec![self.pick(ids)],
+            1 => ids.to_vec(),
+            _ => {
+                let node = self.pick(ids);
+                let offset_seconds = self.clock_offset_seconds();
+                let period_ms = STROBE_PERIOD_MS_MIN
+                    + self
+                        .random
+                        .below(STROBE_PERIOD_MS_MAX - STROBE_PERIOD_MS_MIN + 1);
+                return Fault::ClockStrobe {
+                    node,
+                    offset_seconds,
+                    period: Duration::from_millis(period_ms),
+                };
+            }
         };
         let name = if nodes.len() == 1 {
             "clock-bump-one"
@@ -288,6 +398,22 @@ pub fn inject(fault: &Fault, cluster: &mut Cluster) -> anyhow::Result<()> {
                 cluster.node_mut(*node).kill()?;
             }
         }
+        Fault::LoseUnsynced { nodes, .. } => {
+            for node in nodes {
+                let report = cluster.node_mut(*node).crash()?;
+                let files: Vec<String> = report
+                    .dropped
+                    .iter()
+                    .map(|(path, bytes)| format!("{} ({bytes})", path.display()))
+                    .collect();
+                println!(
+                    "karst-jepsen: node {node} lost {} unsynced bytes in {} files: {}",
+                    report.bytes,
+                    report.files,
+                    files.join(", ")
+                );
+            }
+        }
         Fault::Pause { nodes, .. } => {
             for node in nodes {
                 cluster.node_mut(*node).pause(true)?;
@@ -298,7 +424,47 @@ pub fn inject(fault: &Fault, cluster: &mut Cluster) -> anyhow::Result<()> {
                 cluster.node_mut(*node).set_clock_offset(*seconds)?;
             }
         }
+        Fault::Bitflip {
+            segment,
+            position,
+            bit,
+            ..
+        } => flip_bit(segment, *position, *bit)?,
+        Fault::ClockStrobe {
+            node,
+            offset_seconds,
+            period,
+        } => cluster
+            .node_mut(*node)
+            .start_strobe(*offset_seconds, *period),
     }
+    Ok(())
+}
+
+/// `partition-directory/segment-file`, for fault names.
+fn segment_label(segment: &std::path::Path) -> String {
+    let mut parts = segment.iter().rev().take(2).collect::<Vec<_>>();
+    parts.reverse();
+    parts
+        .iter()
+        .map(|part| part.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Flips one bit of a file in place, through the page cache, without a sync: what a running
+/// node's next read of it sees, whether from the disk or the cache.
+fn flip_bit(path: &std::path::Path, position: u64, bit: u8) -> anyhow::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("open {}", path.display()))?;
+    let mut byte = [0u8; 1];
+    file.read_exact_at(&mut byte, position)?;
+    byte[0] ^= 1 << bit;
+    file.write_all_at(&byte, position)?;
     Ok(())
 }
 
@@ -316,6 +482,13 @@ pub fn heal(cluster: &mut Cluster) -> anyhow::Result<()> {
         }
         let node = cluster.node_mut(id);
         if node.has_faketime() {
+            match node.stop_strobe() {
+                Ok(0) => {}
+                Ok(flips) => {
+                    println!("karst-jepsen: node {id}'s clock strobe made {flips} changes")
+                }
+                Err(error) => errors.push(error),
+            }
             if let Err(error) = node.set_clock_offset(0) {
                 errors.push(error);
             }

@@ -22,6 +22,7 @@ use anyhow::{bail, Context};
 use crate::checker::Results;
 use crate::cluster::cleanup::{self, CleanupGuard};
 use crate::cluster::network::{self, NodeId};
+use crate::cluster::node::FaultLayers;
 use crate::cluster::Cluster;
 use crate::history::{Function, HistoryWriter, Op, OpType, Process, WorkloadKind, NEMESIS_PROCESS};
 use crate::nemesis::{self, Family, Nemesis};
@@ -63,12 +64,16 @@ pub fn run(options: &RunOptions) -> anyhow::Result<(PathBuf, Results)> {
     println!("karst-jepsen: run directory {}", run_directory.display());
     cleanup::install_panic_hook();
     let _cleanup = CleanupGuard;
-    let faketime = options.nemeses.contains(&Family::Clock);
+    let layers = FaultLayers {
+        faketime: options.nemeses.contains(&Family::Clock),
+        unsynced_filesystem: options.nemeses.contains(&Family::LoseUnsynced),
+        small_segments: options.nemeses.contains(&Family::Bitflip),
+    };
     let mut cluster = Cluster::create(
         options.node_count,
         &options.karst_binary,
         &run_directory,
-        faketime,
+        layers,
     )?;
     network::enter(&network::client_namespace())?;
     cluster.start_stopped()?;

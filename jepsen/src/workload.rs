@@ -183,7 +183,11 @@ fn consumer_config(options: &WorkloadOptions) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
-        .set("fetch.wait.max.ms", "100");
+        .set("fetch.wait.max.ms", "100")
+        // librdkafka does not check batch CRCs by default; a batch the broker serves with a
+        // bad CRC (the bitflip nemesis) must be an error that leaves its values unread, not
+        // records that look fine because only a field the client ignores changed.
+        .set("check.crcs", "true");
     config
 }
 

@@ -217,8 +217,18 @@ fn count_ops(history: &[Op]) -> OpCounts {
     counts
 }
 
-/// The family of a fault name: `kill-leader` → `kill`, `clock-bump-one n3+5s` → `clock`.
+/// Families whose names have a dash of their own.
+const DASHED_FAMILIES: [&str; 1] = ["lose-unsynced"];
+
+/// The family of a fault name: `kill-leader` → `kill`, `clock-bump-one n3+5s` → `clock`,
+/// `lose-unsynced-all` → `lose-unsynced`.
 pub fn fault_family(fault: &str) -> Option<&str> {
+    if let Some(family) = DASHED_FAMILIES
+        .iter()
+        .find(|family| fault.starts_with(&format!("{family}-")))
+    {
+        return Some(family);
+    }
     fault.split('-').next().filter(|family| !family.is_empty())
 }
 

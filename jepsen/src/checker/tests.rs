@@ -206,6 +206,10 @@ fn a_fault_the_nemesis_could_not_inject_does_not_count_as_injected() {
     assert_eq!(results.ops.faults, 1);
     assert!(results.ops.faults_injected.is_empty());
     assert_eq!(super::fault_family("clock-bump-one n3+5s"), Some("clock"));
+    assert_eq!(
+        super::fault_family("lose-unsynced-minority"),
+        Some("lose-unsynced")
+    );
 }
 
 #[test]

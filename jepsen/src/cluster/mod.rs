@@ -5,12 +5,16 @@
 //! | module | owns |
 //! |---|---|
 //! | [`network`] | namespaces, bridge, veth pairs, addresses, iptables rules |
+//! | [`clock`] | libfaketime's offset file of a node, and the clock strobe |
 //! | [`node`] | one node: generated config, data directory, process, log |
 //! | [`cleanup`] | killing exactly the pids we started and deleting the namespaces, on any exit |
+//! | [`unsynced`] | the FUSE filesystem under each node's data that drops unsynced writes at a crash (`lose-unsynced`) |
 
 pub mod cleanup;
+pub mod clock;
 pub mod network;
 pub mod node;
+pub mod unsynced;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -21,7 +25,7 @@ use anyhow::{bail, Context};
 use serde_json::Value as Json;
 
 use network::NodeId;
-use node::Node;
+use node::{FaultLayers, Node};
 
 /// Timeout of one admin-listener request.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(2);
@@ -36,18 +40,20 @@ pub struct Cluster {
 
 impl Cluster {
     /// Creates the namespaces, writes and formats every node's config. Nothing runs yet.
-    /// With `faketime`, nodes run under libfaketime so the clock nemesis can move their clocks.
+    /// `layers` says what the nodes run inside (libfaketime, the unsynced-writes filesystem).
     pub fn create(
         node_count: u32,
         binary: &Path,
         run_directory: &Path,
-        faketime: bool,
+        layers: FaultLayers,
     ) -> anyhow::Result<Cluster> {
         let ids: Vec<NodeId> = (1..=node_count).collect();
+        // Mounts a SIGKILLed run of this prefix left behind (dead ones, ENOTCONN).
+        unsynced::unmount_leftovers(network::namespace_prefix());
         network::create(&ids)?;
         let nodes = ids
             .iter()
-            .map(|id| Node::create(*id, &ids, binary, run_directory, faketime))
+            .map(|id| Node::create(*id, &ids, binary, run_directory, layers))
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Cluster {
             nodes,
@@ -57,6 +63,13 @@ impl Cluster {
 
     pub fn ids(&self) -> Vec<NodeId> {
         self.nodes.iter().map(|node| node.id).collect()
+    }
+
+    pub fn node(&self, id: NodeId) -> &Node {
+        self.nodes
+            .iter()
+            .find(|node| node.id == id)
+            .expect("a node id of this cluster")
     }
 
     pub fn node_mut(&mut self, id: NodeId) -> &mut Node {

@@ -1,5 +1,6 @@
 //! One Karst node of a run: its generated config, its data directory, its log file and its
-//! process (started inside the node's namespace, killed, paused, resumed, restarted).
+//! process (started inside the node's namespace, killed, paused, resumed, restarted), and the
+//! fault layers around them ([`FaultLayers`]).
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -11,7 +12,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 use super::cleanup;
+use super::clock::{self, Strobe};
 use super::network::{node_address, node_namespace, NodeId};
+use super::unsynced::{CrashReport, UnsyncedMount};
 
 /// The Kafka listener port on every node (each node has its own address).
 pub const KAFKA_PORT: u16 = 9092;
@@ -24,10 +27,31 @@ const CLUSTER_ID: &str = "jepsenKarstRunsOnly0AA";
 /// libfaketime from Debian's `faketime` package, preloaded into nodes when the clock nemesis
 /// is on.
 pub const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
-/// How long libfaketime caches the offset file (seconds): a bump takes effect within this.
-const FAKETIME_CACHE_SECONDS: &str = "1";
 /// How long a node gets from exec to accepting Kafka connections.
 pub const NODE_READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What each node runs inside, so that nemeses can reach it; only what the run's nemeses
+/// need is set up.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FaultLayers {
+    /// libfaketime preloaded, the wall clock offset by a file (`clock`).
+    pub faketime: bool,
+    /// `data/` is an [`UnsyncedMount`] over `data.synced/` (`lose-unsynced`).
+    pub unsynced_filesystem: bool,
+    /// Segments of [`SMALL_SEGMENT_BYTES`], so that a run seals many (`bitflip`).
+    pub small_segments: bool,
+}
+
+/// How long a `lose-unsynced` crash waits for the node to hold unsynced data before it kills
+/// the node anyway.
+const CRASH_AIM_TIMEOUT: Duration = Duration::from_secs(2);
+/// Unsynced bytes that count as "holding data" for that wait: more than Karst's Raft
+/// `committed` hint (29 bytes), which it never syncs.
+const CRASH_AIM_PENDING_BYTES: u64 = 64;
+
+/// `log.segment.bytes` when segments must roll within a run: a key gets ~2 kB/s at the default
+/// rate for its 60 s, so each of its partitions seals a few segments.
+pub const SMALL_SEGMENT_BYTES: u64 = 16 << 10;
 
 pub struct Node {
     pub id: NodeId,
@@ -37,37 +61,56 @@ pub struct Node {
     paused: bool,
     /// Started under libfaketime, its wall clock offset by [`Node::clock_offset_path`].
     faketime: bool,
+    /// The clock strobe running on this node, if any (stopped at the heal).
+    strobe: Option<Strobe>,
+    /// The filesystem under `data/` that can lose unsynced writes, when mounted. Unmounted
+    /// when the node is dropped, after [`Drop`] killed the process.
+    unsynced: Option<UnsyncedMount>,
     pub starts: u32,
 }
 
 impl Node {
-    /// Writes the node's config under `run_directory/nodes/n<id>` and formats its data
-    /// directory (`karst storage format`).
+    /// Writes the node's config under `run_directory/nodes/n<id>`, mounts the unsynced-writes
+    /// filesystem if asked, and formats its data directory (`karst storage format`).
     pub fn create(
         id: NodeId,
         all: &[NodeId],
         binary: &Path,
         run_directory: &Path,
-        faketime: bool,
+        layers: FaultLayers,
     ) -> anyhow::Result<Node> {
         let directory = run_directory.join("nodes").join(format!("n{id}"));
         fs::create_dir_all(&directory)
             .with_context(|| format!("create {}", directory.display()))?;
-        let node = Node {
+        let mut node = Node {
             id,
             binary: binary.to_owned(),
             directory,
             child: None,
             paused: false,
-            faketime,
+            faketime: layers.faketime,
+            strobe: None,
+            unsynced: None,
             starts: 0,
         };
-        if faketime {
+        if layers.unsynced_filesystem {
+            node.unsynced = Some(UnsyncedMount::mount(
+                &node.directory.join("data.synced"),
+                &node.data_directory(),
+                &node_namespace(id),
+            )?);
+        }
+        if node.faketime {
             node.set_clock_offset(0)?;
         }
         fs::write(
             node.config_path(),
-            node_config(id, all, &node.data_directory()),
+            node_config(
+                id,
+                all,
+                &node.data_directory(),
+                layers.small_segments.then_some(SMALL_SEGMENT_BYTES),
+            ),
         )?;
         let output = Command::new(binary)
             .args(["storage", "format", "--config"])
@@ -92,7 +135,7 @@ impl Node {
         self.directory.join("karst.toml")
     }
 
-    fn data_directory(&self) -> PathBuf {
+    pub fn data_directory(&self) -> PathBuf {
         self.directory.join("data")
     }
 
@@ -105,8 +148,23 @@ impl Node {
     /// timeouts keep working) by `seconds` from the true time.
     pub fn set_clock_offset(&self, seconds: i64) -> anyhow::Result<()> {
         assert!(self.faketime, "node {} runs without libfaketime", self.id);
-        fs::write(self.clock_offset_path(), format!("{seconds:+}\n"))
-            .context("write the faketime offset")
+        clock::write_offset(&self.clock_offset_path(), seconds).context("set the faketime offset")
+    }
+
+    /// Flips the node's wall clock between `seconds` off and true time every `period` until
+    /// [`Node::stop_strobe`].
+    pub fn start_strobe(&mut self, seconds: i64, period: Duration) {
+        assert!(self.faketime, "node {} runs without libfaketime", self.id);
+        self.stop_strobe().ok();
+        self.strobe = Some(Strobe::start(self.clock_offset_path(), seconds, period));
+    }
+
+    /// Stops a running strobe (the clock is at true time then); how many changes it made.
+    pub fn stop_strobe(&mut self) -> anyhow::Result<u64> {
+        match self.strobe.take() {
+            Some(strobe) => strobe.stop(),
+            None => Ok(0),
+        }
     }
 
     pub fn log_path(&self) -> PathBuf {
@@ -158,7 +216,8 @@ impl Node {
             command
                 .env("LD_PRELOAD", LIBFAKETIME)
                 .env("FAKETIME_TIMESTAMP_FILE", self.clock_offset_path())
-                .env("FAKETIME_CACHE_DURATION", FAKETIME_CACHE_SECONDS)
+                // Read the file at every CLOCK_REALTIME call, so a strobe's flips land at once.
+                .env("FAKETIME_NO_CACHE", "1")
                 .env("DONT_FAKE_MONOTONIC", "1");
         }
         let child = command
@@ -221,6 +280,46 @@ impl Node {
         Ok(())
     }
 
+    /// SIGKILL, reap, then drop every write the node had not synced: the crash of its
+    /// machine (`lose-unsynced`). Returns what was dropped.
+    pub fn crash(&mut self) -> anyhow::Result<CrashReport> {
+        if self.unsynced.is_none() {
+            bail!("node {} has no unsynced-writes filesystem", self.id);
+        }
+        self.wait_for_unsynced_data();
+        // Reaped first: no write of the process can be in flight when its disk "loses power".
+        self.kill()?;
+        let report = self.unsynced.as_ref().expect("checked above").crash();
+        let mut log = OpenOptions::new().append(true).open(self.log_path())?;
+        let files: Vec<String> = report
+            .dropped
+            .iter()
+            .map(|(path, bytes)| format!("{} ({bytes} bytes)", path.display()))
+            .collect();
+        writeln!(
+            log,
+            "\n===== karst-jepsen: crash of node {}: dropped {} unsynced bytes in {} files: {}",
+            self.id,
+            report.bytes,
+            report.files,
+            files.join(", ")
+        )?;
+        Ok(report)
+    }
+
+    /// Waits (at most [`CRASH_AIM_TIMEOUT`]) for a moment when the node holds more than
+    /// [`CRASH_AIM_PENDING_BYTES`] unsynced: a crash between a write and its sync is the one
+    /// worth testing, and a node that syncs at once is rarely caught there by chance.
+    fn wait_for_unsynced_data(&self) {
+        let Some(unsynced) = self.unsynced.as_ref() else {
+            return;
+        };
+        let deadline = Instant::now() + CRASH_AIM_TIMEOUT;
+        while unsynced.pending_bytes() <= CRASH_AIM_PENDING_BYTES && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
     /// SIGSTOP (`true`) or SIGCONT (`false`).
     pub fn pause(&mut self, pause: bool) -> anyhow::Result<()> {
         let Some(child) = self.child.as_ref() else {
@@ -261,7 +360,13 @@ impl Drop for Node {
 
 /// A node config like `config/node1.toml`, on the namespace addresses, with the topic defaults
 /// the workload needs (RF=3, min.insync.replicas=2).
-pub fn node_config(id: NodeId, all: &[NodeId], data_directory: &Path) -> String {
+/// `segment_bytes` sets `log.segment.bytes` (Karst's default, 1 GiB, when None).
+pub fn node_config(
+    id: NodeId,
+    all: &[NodeId],
+    data_directory: &Path,
+    segment_bytes: Option<u64>,
+) -> String {
     let address = node_address(id);
     let voters: Vec<String> = all
         .iter()
@@ -280,8 +385,11 @@ pub fn node_config(id: NodeId, all: &[NodeId], data_directory: &Path) -> String 
 "default.replication.factor" = 3
 "min.insync.replicas" = 2
 "auto.create.topics.enable" = false
-"#,
+{segment}"#,
         voters = voters.join(","),
+        segment = segment_bytes
+            .map(|bytes| format!("\"log.segment.bytes\" = {bytes}\n"))
+            .unwrap_or_default(),
         data = data_directory.display(),
     )
 }
@@ -292,7 +400,7 @@ mod tests {
 
     #[test]
     fn a_node_config_listens_only_on_its_namespace_address_and_names_every_voter() {
-        let config = node_config(2, &[1, 2, 3], Path::new("/runs/r/nodes/n2/data"));
+        let config = node_config(2, &[1, 2, 3], Path::new("/runs/r/nodes/n2/data"), None);
         assert!(config.contains(
             r#""listeners" = "PLAINTEXT://10.77.0.12:9092,CONTROLLER://10.77.0.12:9093""#
         ));
