@@ -20,6 +20,7 @@
 //! | `nonmonotonic-commit` | the group's committed offset of a key went back (groups workload) | [`groups`] |
 //! | `lost-to-group` | a value no group member read although the group committed past it | [`groups`] |
 //! | `skipped-after-rebalance` | after a rebalance a member started beyond the group's commits, skipping values | [`groups`] |
+//! | `corrupt-read` | a poll failed the client's CRC check (`check.crcs`): the broker served a damaged batch | [`check`] |
 //! | `node-crash` | a node exited although the nemesis did not kill it | [`check`] |
 //! | `send-stall` | the same for sends alone: sends attempted, none acknowledged | [`liveness`] |
 //! | `stall` | no operation succeeded for a window while no fault (plus a recovery grace) was active | [`liveness`] |
@@ -76,7 +77,11 @@ const FATAL_ANOMALIES: &[&str] = &[
     "stall",
     "send-stall",
     "node-crash",
+    "corrupt-read",
 ];
+
+/// How librdkafka reports a batch that fails its CRC check (`check.crcs=true`).
+const CORRUPT_BATCH_ERROR: &str = "BadMessage";
 
 /// Collects anomalies: a count per name and the first few examples.
 #[derive(Debug, Default)]
@@ -146,6 +151,15 @@ pub fn check(history: &[Op], options: &CheckOptions) -> Results {
     liveness::find_stalls(history, options, &mut findings);
     for op in history.iter().filter(|op| op.f == Function::NodeExited) {
         findings.add("node-crash", describe(op));
+    }
+    for op in history.iter().filter(|op| {
+        op.f == Function::Poll
+            && op
+                .error
+                .as_deref()
+                .is_some_and(|error| error.contains(CORRUPT_BATCH_ERROR))
+    }) {
+        findings.add("corrupt-read", describe(op));
     }
 
     let mut invalid_because: Vec<String> = FATAL_ANOMALIES

@@ -782,3 +782,14 @@ fn a_rebalance_restarts_the_poll_order_check_of_the_member() {
     let results = history.check();
     assert_eq!(results.anomaly_counts.get("nonmonotonic-poll"), None);
 }
+
+#[test]
+fn a_poll_that_fails_the_clients_crc_check_is_a_corrupt_read() {
+    let mut history = valid_history();
+    history.push(Op::new(Process::Client(3), OpType::Invoke, Function::Poll));
+    let mut op = Op::new(Process::Client(3), OpType::Ok, Function::Poll);
+    op.reads = Some(BTreeMap::new());
+    op.error = Some("Message consumption error: BadMessage (Local: Bad message format)".into());
+    history.push(op);
+    assert_invalid_because(&history.check(), "corrupt-read");
+}
