@@ -321,8 +321,12 @@ def test_a_sigkilled_leader_is_fenced_at_once_but_a_paused_one_only_after_its_se
     # takes as death (broker.fencing.connection.refused.ms, 500 ms): leadership moves long
     # before the session would end.
     session_s = 9
+    # Kafka's 30 s replica lag too: a leader resumed after a pause longer than the lag limit
+    # shrinks its ISR to itself (its followers' fetches waited while it was stopped), and then
+    # no replica could take over after the SIGKILL.
     cluster = start_cluster(brokers, settings={"broker.session.timeout.ms": session_s * 1000,
-                                               "broker.heartbeat.interval.ms": 2000})
+                                               "broker.heartbeat.interval.ms": 2000,
+                                               "replica.lag.time.max.ms": 30000})
     # The leader must not be the controller (a dead controller costs an election first):
     # replicas placed so that the preferred leader is another node.
     from confluent_kafka.admin import NewTopic
@@ -352,6 +356,7 @@ def test_a_sigkilled_leader_is_fenced_at_once_but_a_paused_one_only_after_its_se
     finally:
         os.kill(paused.pid, signal.SIGCONT)
     assert leader_of(cluster, "fencing", 0) == leader
+    wait_isr(cluster, "fencing", 0, [1, 2, 3], timeout_s=10)
 
     paused.kill()
     killed_at = time.monotonic()
