@@ -32,31 +32,48 @@ impl Broker {
     /// `extra` settings; returns once it accepts connections.
     pub fn start(data: &Path, partitions: i32, extra: &[&str]) -> Broker {
         let (port, admin) = (free_port(), free_port());
-        let mut command = Command::new(env!("CARGO_BIN_EXE_karst"));
-        command
-            .arg("server")
-            .args(["--set", &format!("listeners=PLAINTEXT://127.0.0.1:{port}")])
-            .args(["--set", &format!("log.dirs={}", data.display())])
-            .args(["--set", &format!("admin.listener=127.0.0.1:{admin}")])
-            .args(["--set", &format!("num.partitions={partitions}")]);
-        for setting in extra {
-            command.args(["--set", setting]);
-        }
-        let child = command
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start karst");
-        let bootstrap = format!("127.0.0.1:{port}");
-        let started = Instant::now();
-        while std::net::TcpStream::connect(&bootstrap).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "karst did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Broker { child, bootstrap }
+        let settings = [
+            format!("listeners=PLAINTEXT://127.0.0.1:{port}"),
+            format!("log.dirs={}", data.display()),
+            format!("admin.listener=127.0.0.1:{admin}"),
+            format!("num.partitions={partitions}"),
+        ];
+        let broker = Broker {
+            child: spawn_karst(&settings, extra),
+            bootstrap: format!("127.0.0.1:{port}"),
+        };
+        wait_listening(&broker.bootstrap, Duration::from_secs(20));
+        broker
+    }
+}
+
+/// `karst server` of this build with `settings` and then `extra` as `--set`s, output discarded.
+fn spawn_karst(settings: &[String], extra: &[&str]) -> Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_karst"));
+    command.arg("server");
+    for setting in settings
+        .iter()
+        .map(String::as_str)
+        .chain(extra.iter().copied())
+    {
+        command.args(["--set", setting]);
+    }
+    command
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start karst")
+}
+
+/// Returns once `address` accepts TCP connections; panics after `limit`.
+fn wait_listening(address: &str, limit: Duration) {
+    let started = Instant::now();
+    while std::net::TcpStream::connect(address).is_err() {
+        assert!(
+            started.elapsed() < limit,
+            "karst at {address} did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -99,16 +116,7 @@ impl Cluster {
                     format!("admin.listener=127.0.0.1:{admin}"),
                     format!("num.partitions={partitions}"),
                 ];
-                let mut command = Command::new(env!("CARGO_BIN_EXE_karst"));
-                command.arg("server");
-                for setting in settings.iter().map(String::as_str).chain(extra.iter().copied()) {
-                    command.args(["--set", setting]);
-                }
-                let child = command
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("start karst");
+                let child = spawn_karst(&settings, extra);
                 (child, format!("127.0.0.1:{port}"))
             })
             .collect();
@@ -121,15 +129,9 @@ impl Cluster {
             .into_iter()
             .map(|(child, bootstrap)| Broker { child, bootstrap })
             .collect();
-        let started = Instant::now();
+        // Each node opens its Kafka port only once it registered with the quorum.
         for node in &nodes {
-            while std::net::TcpStream::connect(&node.bootstrap).is_err() {
-                assert!(
-                    started.elapsed() < Duration::from_secs(60),
-                    "karst cluster did not start"
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            wait_listening(&node.bootstrap, Duration::from_secs(60));
         }
         Cluster { nodes, bootstrap }
     }
