@@ -126,6 +126,10 @@ struct LogState {
     messages_since_flush: i64,
     last_flush_ms: i64,
     offline: Option<String>,
+    /// Base offset of the segment in which a read found a batch failing its CRC check: the
+    /// log went offline for it, and a replica that has healthy copies elsewhere may cut
+    /// its log back to there and fetch again ([`Log::repair_corruption`]).
+    corrupt_segment: Option<Offset>,
     /// Idempotent producers' epochs and newest batches, changed with the offsets they
     /// claim (see `producer_state`).
     producers: ProducerStateManager,
@@ -347,6 +351,7 @@ impl Log {
                 messages_since_flush: 0,
                 last_flush_ms: now_ms,
                 offline: None,
+                corrupt_segment: None,
                 producers,
             }),
         })
@@ -407,13 +412,50 @@ impl Log {
         self.lock().offline.clone()
     }
 
+    /// Whether the log serves reads and appends (see [`Log::offline_reason`]).
+    pub fn is_online(&self) -> bool {
+        self.lock().offline.is_none()
+    }
+
     /// Takes the log offline: every later append and read fails with `reason`.
     pub fn take_offline(&self, reason: String) {
-        let mut state = self.lock();
+        Self::take_offline_locked(&self.partition, &mut self.lock(), reason);
+    }
+
+    fn take_offline_locked(partition: &TopicPartition, state: &mut LogState, reason: String) {
         if state.offline.is_none() {
-            tracing::warn!(partition = %self.partition, reason, "log is going offline");
+            tracing::warn!(%partition, reason, "log is going offline");
             state.offline = Some(reason);
         }
+    }
+
+    /// Where [`Log::repair_corruption`] would cut this log back to: the base offset of the
+    /// segment whose damaged batch took it offline, if that is why it is offline.
+    pub fn corrupt_segment(&self) -> Option<Offset> {
+        let state = self.lock();
+        state.offline.as_ref().and(state.corrupt_segment)
+    }
+
+    /// Brings a log that went offline for a damaged batch back, without the damage: removes
+    /// the damaged segment and everything after it, so the log ends at that segment's base
+    /// offset, and clears the offline state. Only for a replica whose records exist
+    /// elsewhere (a follower outside the ISR, which fetches them again): on its own it is
+    /// data loss. Returns the new log end offset. Use `LogManager::repair_corruption`,
+    /// which checkpoints a lowered log start.
+    pub fn repair_corruption(&self) -> Result<Offset, LogError> {
+        let config = self.config();
+        let mut state = self.lock();
+        let Some(base) = state.offline.as_ref().and(state.corrupt_segment) else {
+            return Err(LogError::Offline(format!(
+                "{} is not offline for a damaged batch: nothing to repair",
+                self.partition
+            )));
+        };
+        tracing::warn!(partition = %self.partition, from = base.0, "repairing a damaged log: removing the damaged segment and every later one");
+        self.truncate_locked(&mut state, &config, base)?;
+        state.offline = None;
+        state.corrupt_segment = None;
+        Ok(state.log_end_offset())
     }
 
     /// Reserves offsets and file positions for `batches` (no I/O but for a roll). Called only
@@ -762,11 +804,16 @@ impl Log {
             previous_end = header.next_offset();
             if !offsets_sane || !crate::batch::crc_matches(batch, &header) {
                 let position = start_position + offset_in_records as u64;
-                self.take_offline(format!(
+                let mut state = self.lock();
+                let reason = format!(
                     "CRC mismatch or impossible offsets in stored batch at offset {} ({} byte {position}): the disk returned corrupt data",
                     header.base_offset,
                     file.path.display()
-                ));
+                );
+                if state.offline.is_none() {
+                    state.corrupt_segment = Some(file.base_offset);
+                }
+                Self::take_offline_locked(&self.partition, &mut state, reason);
                 return Err(LogError::Corrupt {
                     path: file.path.clone(),
                     position,
@@ -1157,6 +1204,15 @@ impl Log {
         let config = self.config();
         let mut state = self.lock();
         state.check_online()?;
+        self.truncate_locked(&mut state, &config, offset)
+    }
+
+    fn truncate_locked(
+        &self,
+        state: &mut LogState,
+        config: &LogConfig,
+        offset: Offset,
+    ) -> Result<(), LogError> {
         if offset >= state.log_end_offset() {
             return Ok(());
         }

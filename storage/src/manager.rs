@@ -248,6 +248,18 @@ impl LogManager {
         Ok(())
     }
 
+    /// Cuts a log that went offline for a damaged batch back to the damaged segment's base
+    /// and brings it online (see [`Log::repair_corruption`]); checkpoints a lowered log
+    /// start like [`LogManager::truncate_to`]. Returns the new log end offset.
+    pub fn repair_corruption(&self, log: &Log) -> Result<Offset, LogError> {
+        let before = log.offsets().log_start_offset;
+        let end = log.repair_corruption()?;
+        if log.offsets().log_start_offset < before {
+            self.checkpoint()?;
+        }
+        Ok(end)
+    }
+
     /// Starts `log` over, empty, at `offset` (see [`Log::reset_to`]) and checkpoints its
     /// new log start before returning.
     pub fn reset_to(&self, log: &Log, offset: Offset) -> Result<(), LogError> {

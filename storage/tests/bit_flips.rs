@@ -1,6 +1,7 @@
 //! Bit flips in stored batches: in the unflushed tail, recovery cuts the damaged batch; in
 //! a sealed segment below the recovery point (which recovery does not rescan), a read must
-//! fail rather than serve the damaged bytes.
+//! fail rather than serve the damaged bytes — also bytes a running log wrote and read before
+//! — and `repair_corruption` cuts such a log back to the damaged segment.
 //!
 //! What a batch's CRC-32C covers decides what can be detected: bytes 21.. (attributes to the
 //! last record), checked against the CRC in bytes 17..21. The length (bytes 8..12) and the
@@ -292,4 +293,96 @@ fn a_flipped_bit_in_the_magic_byte_of_a_batch_in_a_sealed_segment_is_never_serve
     for bit in ALL_BITS {
         assert_sealed_flip_is_never_served(&written, batch, MAGIC_BYTE, bit);
     }
+}
+
+/// Bit `bit` of byte `byte` of the segment file at `path` flipped in place, through the
+/// file (so the page cache holds the damage, as a running broker would read it).
+fn flip_in_place(path: &Path, byte: u64, bit: u32) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut value = [0u8];
+    file.read_exact_at(&mut value, byte).unwrap();
+    value[0] ^= 1 << bit;
+    file.write_all_at(&value, byte).unwrap();
+}
+
+#[test]
+fn a_bit_flipped_under_a_running_log_is_never_served_even_in_bytes_read_before() {
+    let dir = scratch_dir();
+    let partition = TopicPartition::new("flips", 0);
+    let config = LogConfig {
+        segment_bytes: 1_000,
+        ..LogConfig::default()
+    };
+    let manager = open_with(dir.path(), Arc::new(PortableBackend), &config);
+    let log = manager.get_or_create(&partition, config.clone()).unwrap();
+    for index in 0..20 {
+        append(
+            &manager,
+            &log,
+            batch_filled(RECORDS_PER_BATCH, 30, 5_000 + index, index as u8),
+        )
+        .unwrap();
+    }
+    // Read (and so verify) everything once: the bytes this process wrote and checked.
+    assert!(!read_all_bytes(&log, Offset(0)).is_empty());
+    let first = segment_files(&dir.path().join(partition.dir_name()))[0].clone();
+    flip_in_place(&first, 40, 3);
+    let outcome = log.read(Offset(0), 64 * 1024, Offset::MAX);
+    assert!(
+        outcome.is_err(),
+        "a flipped bit in bytes verified before was served"
+    );
+    assert!(log.offline_reason().unwrap().contains("CRC mismatch"));
+    assert_eq!(log.corrupt_segment(), Some(Offset(0)));
+}
+
+#[test]
+fn repairing_a_damaged_log_cuts_the_damaged_segment_and_later_ones_and_brings_it_back() {
+    let (written, batch) = sealed_log();
+    let copy = written.copy_with_flip(batch, 40, 5);
+    let (manager, log) = written.open(copy.path());
+    let end_before = log.offsets().log_end_offset;
+    assert!(log.read(Offset(0), 64 * 1024, Offset::MAX).is_err());
+    assert!(!log.is_online());
+    assert_eq!(log.corrupt_segment(), Some(Offset(0)));
+
+    let end = manager.repair_corruption(&log).unwrap();
+    assert_eq!(
+        end,
+        Offset(0),
+        "the damaged first segment and all after it go"
+    );
+    assert!(log.is_online());
+    assert_eq!(log.corrupt_segment(), None);
+    assert_eq!(log.offsets().log_end_offset, Offset(0));
+    // The log takes the records again (a follower refetches them) and serves them.
+    for index in 0..written.stored.len() {
+        let produced = batch_filled(RECORDS_PER_BATCH, 30, 5_000 + index as i64, index as u8);
+        append(&manager, &log, produced).unwrap();
+    }
+    assert_eq!(log.offsets().log_end_offset, end_before);
+    let read: Vec<Vec<u8>> = read_all_bytes(&log, Offset(0))
+        .iter()
+        .map(|batch| batch.to_vec())
+        .collect();
+    assert_eq!(read, written.stored);
+}
+
+#[test]
+fn only_a_log_offline_for_a_damaged_batch_can_be_repaired() {
+    let written = WrittenLog::write(LogConfig::default(), 3, true);
+    let (manager, log) = written.open(written.dir.path());
+    assert!(manager.repair_corruption(&log).is_err(), "an online log");
+    log.take_offline("a failed sync".into());
+    assert_eq!(log.corrupt_segment(), None);
+    assert!(
+        manager.repair_corruption(&log).is_err(),
+        "offline for a failed write"
+    );
+    assert!(!log.is_online());
 }
