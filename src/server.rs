@@ -131,6 +131,10 @@ async fn serve(config: BrokerConfig, source: String) -> anyhow::Result<()> {
         Arc::clone(&broker),
         shutdown.clone(),
     ));
+    let offline_checks = tokio::spawn(crate::replication::offline::run_checks(
+        Arc::clone(&broker),
+        shutdown.clone(),
+    ));
     let group_duties = tokio::spawn(crate::coordinator::group::run(
         Arc::clone(&broker),
         shutdown.clone(),
@@ -215,6 +219,7 @@ async fn serve(config: BrokerConfig, source: String) -> anyhow::Result<()> {
     let _ = maintenance.await;
     let _ = images.await;
     let _ = isr_checks.await;
+    let _ = offline_checks.await;
     let _ = group_duties.await;
     if let Err(error) = broker.replicas.checkpoint_high_watermarks() {
         tracing::error!(%error, "writing the high watermark checkpoint at shutdown failed");

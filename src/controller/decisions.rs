@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::config::topic;
 use crate::error::ApiError;
-use crate::metadata::{MetadataImage, MetadataRecord};
+use crate::metadata::{MetadataImage, MetadataRecord, PartitionImage, TopicImage};
 
 /// Kafka's limit on topic name length.
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
@@ -560,72 +560,118 @@ pub fn alter_partition(
 }
 
 /// Leadership and ISR changes when `broker` stops being able to serve (fenced): each
-/// partition it leads gets the first other in-sync, unfenced replica — or, when none is
-/// alive and the topic allows unclean election, the first live replica (which may lack
-/// acknowledged records) — or no leader; it leaves the ISR of every partition that keeps
-/// another member (the last member stays, as in Kafka, so a later clean election is
-/// still possible when it returns).
+/// partition it leads or is in the ISR of changes as [`move_replica_away`] says.
 pub fn move_leadership_away(
     image: &MetadataImage,
     broker: i32,
     unclean_allowed: &dyn Fn(&BTreeMap<String, String>) -> bool,
 ) -> Vec<MetadataRecord> {
-    let usable = |id: i32| id != broker && image.broker(id).is_some_and(|b| !b.fenced);
     let mut records = Vec::new();
     for topic in image.topics.values() {
         for partition in &topic.partitions {
-            let without: Vec<i32> = partition
-                .isr
-                .iter()
-                .copied()
-                .filter(|id| *id != broker)
-                .collect();
-            if partition.leader != broker {
-                if partition.isr.contains(&broker) && !without.is_empty() {
-                    records.push(MetadataRecord::PartitionChange {
-                        topic_id: topic.topic_id,
-                        partition: partition.partition,
-                        leader: None,
-                        isr: Some(without),
-                        replicas: None,
-                        adding_replicas: None,
-                        removing_replicas: None,
-                    });
-                }
-                continue;
-            }
-            let clean = partition
-                .replicas
-                .iter()
-                .copied()
-                .find(|id| partition.isr.contains(id) && usable(*id));
-            let (leader, isr) = match clean {
-                Some(leader) => (leader, Some(without)),
-                None => match partition.replicas.iter().copied().find(|id| usable(*id)) {
-                    Some(leader) if unclean_allowed(&topic.configs) => {
-                        tracing::warn!(
-                            topic = %topic.name,
-                            partition = partition.partition,
-                            leader,
-                            "unclean leader election: no in-sync replica is alive"
-                        );
-                        (leader, Some(vec![leader]))
-                    }
-                    _ => (-1, None),
-                },
-            };
-            records.push(MetadataRecord::PartitionChange {
-                topic_id: topic.topic_id,
-                partition: partition.partition,
-                leader: Some(leader),
-                isr,
-                replicas: None,
-                adding_replicas: None,
-                removing_replicas: None,
-            });
+            records.extend(move_replica_away(
+                image,
+                topic,
+                partition,
+                broker,
+                unclean_allowed,
+            ));
         }
     }
     records
+}
+
+/// The change when `broker`'s replica of `partition` can no longer serve (its broker is
+/// fenced, or its log went offline): if it leads, the first other in-sync, unfenced replica
+/// takes over — or, when none is alive and the topic allows unclean election, the first live
+/// replica (which may lack acknowledged records) — or nobody; it leaves the ISR when
+/// another member remains (the last member stays, as in Kafka, so a later clean election is
+/// still possible when it returns). `None` when nothing changes.
+pub fn move_replica_away(
+    image: &MetadataImage,
+    topic: &TopicImage,
+    partition: &PartitionImage,
+    broker: i32,
+    unclean_allowed: &dyn Fn(&BTreeMap<String, String>) -> bool,
+) -> Option<MetadataRecord> {
+    let usable = |id: i32| id != broker && image.broker(id).is_some_and(|b| !b.fenced);
+    let without: Vec<i32> = partition
+        .isr
+        .iter()
+        .copied()
+        .filter(|id| *id != broker)
+        .collect();
+    let change = |leader, isr| MetadataRecord::PartitionChange {
+        topic_id: topic.topic_id,
+        partition: partition.partition,
+        leader,
+        isr,
+        replicas: None,
+        adding_replicas: None,
+        removing_replicas: None,
+    };
+    if partition.leader != broker {
+        let leaves_isr = partition.isr.contains(&broker) && !without.is_empty();
+        return leaves_isr.then(|| change(None, Some(without)));
+    }
+    let clean = partition
+        .replicas
+        .iter()
+        .copied()
+        .find(|id| partition.isr.contains(id) && usable(*id));
+    let (leader, isr) = match clean {
+        Some(leader) => (leader, Some(without)),
+        None => match partition.replicas.iter().copied().find(|id| usable(*id)) {
+            Some(leader) if unclean_allowed(&topic.configs) => {
+                tracing::warn!(
+                    topic = %topic.name,
+                    partition = partition.partition,
+                    leader,
+                    "unclean leader election: no in-sync replica is alive"
+                );
+                (leader, Some(vec![leader]))
+            }
+            _ => (-1, None),
+        },
+    };
+    Some(change(Some(leader), isr))
+}
+
+/// A broker reports that its log of a partition went offline (a failed write or sync, or a
+/// batch that failed its CRC check on read): its replica moves away as for a fenced broker
+/// ([`move_replica_away`]), for this partition only. Fenced like AlterPartition by the
+/// broker epoch.
+pub fn replica_offline(
+    image: &MetadataImage,
+    broker_id: i32,
+    broker_epoch: i64,
+    topic_id: Uuid,
+    partition: i32,
+    unclean_allowed: &dyn Fn(&BTreeMap<String, String>) -> bool,
+) -> Result<Vec<MetadataRecord>, ApiError> {
+    if image
+        .broker(broker_id)
+        .is_none_or(|b| b.broker_epoch != broker_epoch)
+    {
+        return Err(ApiError::new(
+            ResponseError::StaleBrokerEpoch,
+            format!("broker {broker_id} epoch {broker_epoch} is not current"),
+        ));
+    }
+    let Some((topic, image_partition)) = image
+        .topic_by_id(&topic_id)
+        .and_then(|topic| Some((topic, topic.partition(partition)?)))
+    else {
+        return Err(ApiError::new(
+            ResponseError::UnknownTopicOrPartition,
+            format!("no partition {partition} of topic {topic_id}"),
+        ));
+    };
+    Ok(
+        move_replica_away(image, topic, image_partition, broker_id, unclean_allowed)
+            .into_iter()
+            .collect(),
+    )
 }
 
 /// One partition's outcome of an ElectLeaders request: (topic, partition, error code,
@@ -759,6 +805,99 @@ pub fn elect_leaderless(image: &MetadataImage, broker: i32) -> Vec<MetadataRecor
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Brokers 1..=3 (epoch = id * 10 after one registration each), a topic with one
+    /// partition on {1,2,3} led by 1 with ISR `isr`.
+    fn image_with_partition(isr: Vec<i32>) -> (MetadataImage, Uuid) {
+        let mut image = MetadataImage::new("cluster".into());
+        let mut index = 0;
+        let mut apply = |image: &mut MetadataImage, record: MetadataRecord| {
+            index += 1;
+            image.apply(index, &record).unwrap();
+        };
+        for broker_id in 1..=3 {
+            apply(
+                &mut image,
+                MetadataRecord::RegisterBroker {
+                    broker_id,
+                    incarnation_id: Uuid::new_v4(),
+                    listeners: vec![],
+                    rack: None,
+                    fenced: false,
+                },
+            );
+        }
+        let topic_id = Uuid::new_v4();
+        apply(
+            &mut image,
+            MetadataRecord::Topic {
+                name: "orders".into(),
+                topic_id,
+            },
+        );
+        apply(
+            &mut image,
+            MetadataRecord::Partition {
+                topic_id,
+                partition: 0,
+                replicas: vec![1, 2, 3],
+                isr,
+                leader: 1,
+                leader_epoch: 0,
+                partition_epoch: 0,
+            },
+        );
+        (image, topic_id)
+    }
+
+    fn offline(image: &MetadataImage, topic_id: Uuid, broker: i32) -> Vec<MetadataRecord> {
+        let epoch = image.broker(broker).unwrap().broker_epoch;
+        replica_offline(image, broker, epoch, topic_id, 0, &|_| false).unwrap()
+    }
+
+    #[test]
+    fn an_offline_leader_replica_hands_leadership_to_an_isr_member_and_leaves_the_isr() {
+        let (mut image, topic_id) = image_with_partition(vec![1, 2, 3]);
+        for record in offline(&image, topic_id, 1) {
+            image.apply(100, &record).unwrap();
+        }
+        let partition = image.topic("orders").unwrap().partition(0).unwrap();
+        assert_eq!(partition.leader, 2);
+        assert_eq!(partition.isr, vec![2, 3]);
+        // Reported again (the image had not reached the broker yet): nothing more changes.
+        assert!(offline(&image, topic_id, 1).is_empty());
+    }
+
+    #[test]
+    fn an_offline_follower_replica_leaves_the_isr_but_the_last_member_stays() {
+        let (image, topic_id) = image_with_partition(vec![1, 3]);
+        let records = offline(&image, topic_id, 3);
+        assert!(
+            matches!(&records[..], [MetadataRecord::PartitionChange { leader: None, isr: Some(isr), .. }] if isr == &vec![1])
+        );
+        // The only in-sync replica goes offline: no clean leader is left, the ISR keeps it.
+        let (image, topic_id) = image_with_partition(vec![1]);
+        let records = offline(&image, topic_id, 1);
+        assert!(
+            matches!(
+                &records[..],
+                [MetadataRecord::PartitionChange {
+                    leader: Some(-1),
+                    isr: None,
+                    ..
+                }]
+            ),
+            "{records:?}"
+        );
+    }
+
+    #[test]
+    fn a_replica_offline_report_with_a_stale_broker_epoch_is_refused() {
+        let (image, topic_id) = image_with_partition(vec![1, 2, 3]);
+        let epoch = image.broker(1).unwrap().broker_epoch;
+        let error = replica_offline(&image, 1, epoch + 1, topic_id, 0, &|_| false).unwrap_err();
+        assert_eq!(error.code, ResponseError::StaleBrokerEpoch);
+    }
 
     #[test]
     fn placement_spreads_leaders_and_replicas_over_brokers_and_racks() {

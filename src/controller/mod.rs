@@ -85,6 +85,14 @@ pub enum ControllerRequest {
     },
     /// A partition leader asks for a new ISR (Kafka's AlterPartition).
     AlterPartition(decisions::IsrChange),
+    /// A broker's log of a partition went offline: its replica gives up leadership and the
+    /// ISR ([`decisions::replica_offline`]; Kafka reports whole offline log directories).
+    ReplicaOffline {
+        broker_id: i32,
+        broker_epoch: i64,
+        topic_id: Uuid,
+        partition: i32,
+    },
     /// ElectLeaders: preferred (or, `unclean`, any live replica for leaderless partitions);
     /// `partitions` None means all.
     ElectLeaders {
@@ -383,6 +391,30 @@ impl Broker {
             ControllerRequest::AlterPartition(change) => {
                 let (records, reply) = decisions::alter_partition(image, &change)?;
                 (records, reply, AfterWrite::Nothing)
+            }
+            ControllerRequest::ReplicaOffline {
+                broker_id,
+                broker_epoch,
+                topic_id,
+                partition,
+            } => {
+                let records = decisions::replica_offline(
+                    image,
+                    broker_id,
+                    broker_epoch,
+                    topic_id,
+                    partition,
+                    &|configs| crate::config::topic::unclean_leader_election(configs, &self.config),
+                )?;
+                if !records.is_empty() {
+                    tracing::warn!(
+                        broker = broker_id,
+                        %topic_id,
+                        partition,
+                        "a replica's log went offline: moving leadership and the ISR away from it"
+                    );
+                }
+                (records, ControllerReply::Done, AfterWrite::Nothing)
             }
             ControllerRequest::ElectLeaders {
                 unclean,

@@ -134,6 +134,15 @@ async fn fetch_round(
     connection: &mut Connection,
     partitions: &[Arc<Partition>],
 ) -> Result<(), String> {
+    // An offline log (a failed write, or a damaged batch) neither truncates nor fetches
+    // until `super::offline` repairs it: a fetch position it cannot serve from must not
+    // bring it back into the ISR.
+    let partitions: Vec<Arc<Partition>> = partitions
+        .iter()
+        .filter(|p| p.log.is_online())
+        .cloned()
+        .collect();
+    let partitions = &partitions[..];
     let diverged: Vec<&Arc<Partition>> =
         partitions.iter().filter(|p| p.needs_truncation()).collect();
     if !diverged.is_empty() {

@@ -10,6 +10,7 @@
 //! | [`fetcher`] | one fetch loop per leader broker this node follows; truncation by leader epoch |
 //! | [`purgatory`] | delayed produce: acks=all waits for the high watermark |
 //! | [`isr`] | lag tracking and AlterPartition requests to the controller |
+//! | [`offline`] | replicas whose log went offline: leadership and the ISR move away; a damaged log is cut back and refetched |
 //!
 //! Storage states facts (log end, durable end, epochs); this module decides visibility:
 //! consumers read below the high watermark, followers up to the durable end.
@@ -17,6 +18,7 @@
 pub mod fetcher;
 pub mod isr;
 pub mod manager;
+pub mod offline;
 pub mod partition;
 pub mod purgatory;
 

@@ -14,7 +14,10 @@ this file shows:
 * a leader that appended records it could not replicate (its followers stopped) is replaced
   while stopped, then returns: it truncates that uncommitted suffix by leader epoch and the
   three logs end byte-identical;
-* a whole-cluster SIGKILL mid-produce loses no acknowledged record on any replica.
+* a whole-cluster SIGKILL mid-produce loses no acknowledged record on any replica;
+* a bit flipped in the leader's sealed segment is never served: the leader's log goes
+  offline, leadership moves, every record is read from the healthy copies, and the damaged
+  replica cuts its log back, fetches again and rejoins the ISR with the healthy bytes.
 """
 
 from __future__ import annotations
@@ -382,6 +385,61 @@ def test_200000_records_survive_10_sigkills_of_the_leader_with_no_acknowledged_l
                    f"0 lost, {duplicates} duplicates (retries without idempotence), {read} records in the log")
     digests = {log_digest(node, "failover", 0) for node in cluster.nodes.values()}
     assert len(digests) == 1, "replicas differ after the failovers"
+
+
+def flip_bit(path, byte: int, bit: int) -> None:
+    """Flips one bit of a file in place, through the file: the page cache holds the damage,
+    as a running broker would read it after the disk returned it."""
+    with open(path, "r+b") as file:
+        file.seek(byte)
+        value = file.read(1)[0]
+        file.seek(byte)
+        file.write(bytes([value ^ (1 << bit)]))
+
+
+def test_a_bit_flipped_in_the_leaders_sealed_segment_is_never_served_and_the_replica_heals(brokers, capsys):
+    cluster = start_cluster(brokers)
+    create_replicated_topic(cluster, "flipped", config={"segment.bytes": "16384"})
+    producer = AckedProducer(cluster, **{"linger.ms": 0, "batch.num.messages": 20})
+    for i in range(4000):
+        producer.produce("flipped", f"flipped-{i:05d}".encode())
+    producer.flush()
+    assert not producer.failed, producer.failed[:3]
+    end = wait_replicas_converged(cluster, "flipped", 0)
+    leader = leader_of(cluster, "flipped", 0)
+    segments = sorted(cluster.nodes[leader].partition_dir("flipped", 0).glob("*.log"))
+    assert len(segments) >= 3, f"want sealed segments, have {segments}"
+    healthy = log_digest(cluster.nodes[leader], "flipped", 0)
+    # A byte inside the first batch's records, covered by its CRC (the header is 61 bytes).
+    flip_bit(segments[0], 70, 4)
+    flipped_at = time.monotonic()
+
+    # Every acknowledged record comes back at its offset, with librdkafka checking CRCs: the
+    # damaged batch is never served, and the copies on the other replicas are.
+    records = consume_partitions(cluster.alive_nodes[0], "flipped", {0: end}, timeout_s=60, **{
+        "bootstrap.servers": ",".join(n.bootstrap for n in cluster.alive_nodes),
+        "check.crcs": True,
+        "topic.metadata.refresh.interval.ms": 500,
+    })
+    served = {record.offset: record.value for record in records[0]}
+    lost = [(value, offset) for value, (_, offset) in producer.acked.items() if served.get(offset) != value]
+    assert not lost, f"{len(lost)} acknowledged records not served at their offsets, first {lost[:3]}"
+    read_s = time.monotonic() - flipped_at
+    new_leader = leader_of(cluster, "flipped", 0)
+    assert new_leader not in (None, leader), (
+        f"leadership stayed on the damaged replica {leader}: {describe_replicas(cluster, 'flipped', 0)}")
+    damaged = cluster.nodes[leader]
+    assert "CRC mismatch" in damaged.log_text(), "the damaged replica did not say why it stopped"
+
+    # The damaged replica cuts its log back to the damaged segment, fetches it again from
+    # the new leader and rejoins the ISR; its bytes are the healthy ones again.
+    healed_s = wait_isr(cluster, "flipped", 0, [1, 2, 3], timeout_s=60) + read_s
+    wait_replicas_converged(cluster, "flipped", 0)
+    wait_until(lambda: log_digest(damaged, "flipped", 0) == healthy, timeout_s=30,
+               what="the damaged replica holds the healthy bytes again")
+    report(capsys, f"bit flip in the leader's sealed segment: all {len(served)} records served "
+                   f"from healthy replicas {read_s:.2f} s after the flip; leader {leader} -> {new_leader}; "
+                   f"damaged replica repaired and back in the ISR {healed_s:.2f} s after the flip")
 
 
 def test_an_isolated_leaders_uncommitted_suffix_is_truncated_by_leader_epoch(brokers):
