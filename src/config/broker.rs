@@ -93,7 +93,7 @@ pub const BROKER_KEYS: &[KeyDef] = keys![
     "log.dir.min.free.bytes", Long, "268435456", "Appends are refused (KAFKA_STORAGE_ERROR, retriable) while the log directory's volume has less free space than this, keeping room for metadata, checkpoints and recovery; 0 turns the reserve off.";
     "log.io.backend", String, "auto", "auto (io_uring when the kernel allows it), io_uring, or portable (pwritev + fdatasync).";
     "max.incremental.fetch.session.cache.slots", Int, "1000", "Most incremental fetch sessions.";
-    "fetch.zero.copy.enable", Boolean, "true", "Send fetched records with sendfile when they are in a verified segment prefix.";
+    "fetch.zero.copy.enable", Boolean, "false", "Send fetched records with sendfile, without checking their CRC again, when they lie in bytes this process wrote or checked before; off, every batch served is read and CRC-checked, so a bit flipped on disk later is never served.";
     "compression.type", String, "producer", "Broker default compression.type: producer (batches stored as sent), uncompressed, gzip, snappy, lz4 or zstd (batches in another codec are recompressed).";
     "compression.gzip.level", Int, "-1", "Default compression.gzip.level (1-9, or -1 for zlib's default).";
     "compression.lz4.level", Int, "9", "Default compression.lz4.level (1-17).";

@@ -2,9 +2,12 @@
 //! are available or `max_wait_ms` passes, within `max_bytes` and `partition_max_bytes`, in
 //! full or incremental fetch sessions.
 //!
-//! Responses are encoded by [`encode`], so that record bytes in a segment's verified
-//! prefix go out with `sendfile` (`fetch.zero.copy.enable`, on by default) instead of being
-//! read into memory and copied into the frame.
+//! Responses are encoded by [`encode`], so that with `fetch.zero.copy.enable` (off by
+//! default) record bytes in a segment's verified prefix go out with `sendfile` instead of
+//! being read into memory, CRC-checked and copied into the frame. By default every batch
+//! served is checked: a bit flipped on disk after this process wrote or checked it is then
+//! caught (the log goes offline, and the replica hands its partitions to healthy copies:
+//! `crate::replication::offline`).
 
 pub mod encode;
 
