@@ -178,6 +178,9 @@ impl Fault {
 
 pub struct Nemesis {
     families: Vec<Family>,
+    /// The families not drawn yet in this round: each comes once per round, in random
+    /// order, so a run of as many fault windows as families injects every one.
+    round: Vec<Family>,
     random: Random,
     /// The topic and partition whose leader `Target::Leader` aims at.
     topic: String,
@@ -188,6 +191,7 @@ impl Nemesis {
     pub fn new(families: Vec<Family>, seed: u64, topic: &str) -> Nemesis {
         Nemesis {
             families,
+            round: Vec::new(),
             random: Random::new(seed),
             topic: topic.to_owned(),
             leader_partition: 0,
@@ -200,9 +204,42 @@ impl Nemesis {
         self.leader_partition = partition;
     }
 
-    /// Picks the next fault: a family at random, then a variant, then its target node(s).
+    /// Picks the next fault: the next family of this round, then a variant, then its target
+    /// node(s). A bit flip with no sealed segment to hit yet stays in the round, and another
+    /// family goes first.
     pub fn choose(&mut self, cluster: &Cluster) -> anyhow::Result<Fault> {
-        let family = self.families[self.random.below(self.families.len() as u64) as usize];
+        if self.round.is_empty() {
+            self.round = self.families.clone();
+        }
+        let index = self.random.below(self.round.len() as u64) as usize;
+        let family = self.round.swap_remove(index);
+        if family != Family::Bitflip {
+            return self.choose_in(family, cluster);
+        }
+        let error = match self.choose_bitflip(cluster) {
+            Ok(fault) => return Ok(fault),
+            Err(error) => error,
+        };
+        let others: Vec<Family> = self
+            .families
+            .iter()
+            .copied()
+            .filter(|f| *f != Family::Bitflip)
+            .collect();
+        if others.is_empty() {
+            return Err(error);
+        }
+        println!("karst-jepsen: no bit flip yet ({error:#}); another fault first");
+        let family = match self.round.iter().position(|f| *f != Family::Bitflip) {
+            Some(index) => self.round.swap_remove(index),
+            None => others[self.random.below(others.len() as u64) as usize],
+        };
+        self.round.push(Family::Bitflip);
+        self.choose_in(family, cluster)
+    }
+
+    /// A fault of `family`: a variant, then its target node(s).
+    fn choose_in(&mut self, family: Family, cluster: &Cluster) -> anyhow::Result<Fault> {
         let ids = cluster.ids();
         Ok(match family {
             Family::Partition if self.random.below(5) == 0 => {
