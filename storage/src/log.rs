@@ -804,20 +804,14 @@ impl Log {
             previous_end = header.next_offset();
             if !offsets_sane || !crate::batch::crc_matches(batch, &header) {
                 let position = start_position + offset_in_records as u64;
-                let mut state = self.lock();
-                let reason = format!(
-                    "CRC mismatch or impossible offsets in stored batch at offset {} ({} byte {position}): the disk returned corrupt data",
-                    header.base_offset,
-                    file.path.display()
-                );
-                if state.offline.is_none() {
-                    state.corrupt_segment = Some(file.base_offset);
-                }
-                Self::take_offline_locked(&self.partition, &mut state, reason);
-                return Err(LogError::Corrupt {
-                    path: file.path.clone(),
+                return Err(self.damaged(
+                    file,
                     position,
-                });
+                    format!(
+                        "CRC mismatch or impossible offsets in stored batch at offset {}",
+                        header.base_offset
+                    ),
+                ));
             }
             offset_in_records += header.size_bytes;
             if offset_in_records >= records.len() {
@@ -830,6 +824,25 @@ impl Log {
             start_position + offset_in_records.min(records.len()) as u64,
         );
         Ok(())
+    }
+
+    /// A read found damage at `position` of `file` (a batch failing its check, or no batch
+    /// header where one must start): the log goes offline, loudly, naming the file and
+    /// position, and remembers the damaged segment for [`Log::repair_corruption`].
+    fn damaged(&self, file: &SegmentFile, position: u64, what: String) -> LogError {
+        let mut state = self.lock();
+        if state.offline.is_none() {
+            state.corrupt_segment = Some(file.base_offset);
+        }
+        let reason = format!(
+            "{what} ({} byte {position}): the disk returned corrupt data",
+            file.path.display()
+        );
+        Self::take_offline_locked(&self.partition, &mut state, reason);
+        LogError::Corrupt {
+            path: file.path.clone(),
+            position,
+        }
     }
 
     /// Extends a segment's verified prefix after a successful check of `[start, end)`.
@@ -880,9 +893,8 @@ impl Log {
                 .file
                 .read_exact_at(&mut header_bytes, position)
                 .map_err(LogError::io("read segment", path))?;
-            let header = BatchHeader::parse(&header_bytes).ok_or_else(|| LogError::Corrupt {
-                path: path.clone(),
-                position,
+            let header = BatchHeader::parse(&header_bytes).ok_or_else(|| {
+                self.damaged(&window.file, position, "no valid batch header".to_owned())
             })?;
             if header.next_offset() > offset {
                 let available = window.end_position - position;
@@ -963,13 +975,8 @@ impl Log {
             .file
             .read_exact_at(&mut header_bytes, position)
             .map_err(LogError::io("read segment", path))?;
-        let header = BatchHeader::parse(&header_bytes).ok_or_else(|| LogError::Io {
-            operation: "parse batch header",
-            path: path.clone(),
-            source: std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("bad batch header at byte {position}"),
-            ),
+        let header = BatchHeader::parse(&header_bytes).ok_or_else(|| {
+            self.damaged(&window.file, position, "no valid batch header".to_owned())
         })?;
         let available = (window.end_position - position) as usize;
         let length = available.min(max_bytes.max(header.size_bytes));

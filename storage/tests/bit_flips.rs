@@ -210,6 +210,12 @@ fn assert_sealed_flip_is_never_served(written: &WrittenLog, batch: usize, byte: 
             "byte {byte} bit {bit} flipped: a read at {base} served {:?}",
             outcome.map(|b| b.len())
         );
+        // The log is offline for a damaged batch, so its replica can heal from the others.
+        assert!(
+            log.corrupt_segment().is_some(),
+            "byte {byte} bit {bit} flipped: the read failed ({:?}) but the log is not offline for damage",
+            log.offline_reason()
+        );
     }
     let copy = written.copy_with_flip(batch, byte, bit);
     let (_manager, log) = written.try_open(copy.path()).expect("opened before");
