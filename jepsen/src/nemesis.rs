@@ -489,8 +489,8 @@ fn segment_label(segment: &std::path::Path) -> String {
         .join("/")
 }
 
-/// Flips one bit of a file in place, through the page cache, without a sync: what a running
-/// node's next read of it sees, whether from the disk or the cache.
+/// Flips one bit of a file in place, through the page cache (what a running node's next read
+/// of it sees, whether from the disk or the cache), and syncs it.
 fn flip_bit(path: &std::path::Path, position: u64, bit: u8) -> anyhow::Result<()> {
     use std::os::unix::fs::FileExt;
     let file = std::fs::OpenOptions::new()
@@ -502,6 +502,9 @@ fn flip_bit(path: &std::path::Path, position: u64, bit: u8) -> anyhow::Result<()
     file.read_exact_at(&mut byte, position)?;
     byte[0] ^= 1 << bit;
     file.write_all_at(&byte, position)?;
+    // Synced: the damage is on the disk, so a later `lose-unsynced` crash does not undo it.
+    file.sync_all()
+        .with_context(|| format!("sync {}", path.display()))?;
     Ok(())
 }
 
