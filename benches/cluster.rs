@@ -258,14 +258,27 @@ impl Driver {
     }
 }
 
-/// records/s, p50 ms and p99 ms of one phase.
-type Rates = (f64, f64, f64);
+/// What one phase of the idempotence comparison measured on the client.
+struct Rates {
+    records_per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    /// The Java producer's `records-per-request-avg`: fewer records per request means more
+    /// requests per GB, which costs the broker CPU whatever idempotence does. librdkafka's
+    /// is not collected.
+    records_per_request: Option<f64>,
+}
 
-/// Runs `kafka-producer-perf-test` with `records` (a fifth of them more as JIT warm-up) of 200
+/// The Java producer's JIT warm-up: a fifth of the measured records more, sent first.
+fn java_warmup_records(records: usize) -> usize {
+    records / 5
+}
+
+/// Runs `kafka-producer-perf-test` with `records` (and `java_warmup_records` more) of 200
 /// bytes; its steady-state figures, or None (reason on stderr) where it cannot run.
 fn java_producer(bootstrap: &str, topic: &str, records: usize, on: bool) -> Option<Rates> {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka-peer");
-    let warmup = records / 5;
+    let warmup = java_warmup_records(records);
     let output = std::process::Command::new(script)
         .args([
             "tool",
@@ -280,6 +293,7 @@ fn java_producer(bootstrap: &str, topic: &str, records: usize, on: bool) -> Opti
             "200",
             "--throughput",
             "-1",
+            "--print-metrics",
             "--producer-props",
         ])
         .arg(format!("bootstrap.servers={bootstrap}"))
@@ -312,11 +326,17 @@ fn java_producer(bootstrap: &str, topic: &str, records: usize, on: bool) -> Opti
         let end = line.find(suffix)?;
         line[..end].split_whitespace().last()?.parse().ok()
     };
-    Some((
-        number_before(" records/sec")?,
-        number_before(" ms 50th")?,
-        number_before(" ms 99th")?,
-    ))
+    // "producer-metrics:records-per-request-avg:{client-id=perf-producer-client} : 1492.537"
+    let records_per_request = text
+        .lines()
+        .find(|line| line.starts_with("producer-metrics:records-per-request-avg:"))
+        .and_then(|line| line.rsplit(':').next()?.trim().parse().ok());
+    Some(Rates {
+        records_per_second: number_before(" records/sec")?,
+        p50_ms: number_before(" ms 50th")?,
+        p99_ms: number_before(" ms 99th")?,
+        records_per_request,
+    })
 }
 
 /// One phase of the idempotence comparison: its figures and the broker CPU s/GB.
@@ -327,7 +347,13 @@ fn idempotence_phase(
     records: usize,
     on: bool,
 ) -> Option<(Rates, f64)> {
-    let (rates, cpu) = brokers.cpu_per_gigabyte(records * 200, || match driver {
+    // The broker's CPU is measured over everything the phase sends, the Java producer's
+    // warm-up included.
+    let sent = match driver {
+        Driver::Librdkafka => records,
+        Driver::Java => records + java_warmup_records(records),
+    };
+    let (rates, cpu) = brokers.cpu_per_gigabyte(sent * 200, || match driver {
         Driver::Librdkafka => {
             let setting = [("enable.idempotence", if on { "true" } else { "false" })];
             let produced = produce_with(
@@ -339,11 +365,12 @@ fn idempotence_phase(
                 None,
                 &setting,
             );
-            Some((
-                produced.records_per_second,
-                produced.p50_ms,
-                produced.p99_ms,
-            ))
+            Some(Rates {
+                records_per_second: produced.records_per_second,
+                p50_ms: produced.p50_ms,
+                p99_ms: produced.p99_ms,
+                records_per_request: None,
+            })
         }
         Driver::Java => java_producer(&brokers.bootstrap, topic, records, on),
     });
@@ -354,6 +381,7 @@ fn idempotence_phase(
 /// cluster.
 fn idempotence_rows(name: &str, brokers: &Brokers, driver: Driver, records: usize) {
     let mut figures: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut cpu_figures: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     let client = driver.name();
     let rounds: u32 = std::env::var("KARST_BENCH_ROUNDS")
         .ok()
@@ -369,19 +397,27 @@ fn idempotence_rows(name: &str, brokers: &Brokers, driver: Driver, records: usiz
         for on in order {
             let label = if on { "on" } else { "off" };
             let topic = format!("idem-{}-{round}-{label}", client.len());
-            let Some(((rate, p50, p99), cpu)) =
-                idempotence_phase(brokers, driver, &topic, records, on)
-            else {
+            let Some((rates, cpu)) = idempotence_phase(brokers, driver, &topic, records, on) else {
                 return;
             };
+            let Rates {
+                records_per_second: rate,
+                p50_ms: p50,
+                p99_ms: p99,
+                records_per_request,
+            } = rates;
+            let per_request = records_per_request.map_or("-".to_owned(), |r| format!("{r:.0}"));
             figures[usize::from(on)].push(rate);
-            println!("| {name} | {client} | {label} | {round} | {rate:.0} | {p50:.2} | {p99:.2} | {cpu:.2} |");
+            cpu_figures[usize::from(on)].push(cpu);
+            println!("| {name} | {client} | {label} | {round} | {rate:.0} | {p50:.2} | {p99:.2} | {cpu:.2} | {per_request} |");
         }
     }
     let off = median(&mut figures[0]);
     let on = median(&mut figures[1]);
+    let mean = |values: &[f64]| values.iter().sum::<f64>() / values.len() as f64;
+    let (cpu_off, cpu_on) = (mean(&cpu_figures[0]), mean(&cpu_figures[1]));
     println!(
-        "| {name} | {client} | **median: off {off:.0}, on {on:.0}** | | **cost {:.1} %** | | | |",
+        "| {name} | {client} | **median: off {off:.0}, on {on:.0}** | | **cost {:.1} %** | | | **mean: off {cpu_off:.2}, on {cpu_on:.2}** | |",
         (1.0 - on / off) * 100.0
     );
 }
@@ -395,8 +431,8 @@ fn idempotence(root: &std::path::Path, only: &str) {
         return;
     }
     println!("\n## Idempotence off and on, 200-byte records, acks=all\n");
-    println!("| brokers | client | idempotence | round | records/s | p50 ms | p99 ms | broker CPU s/GB |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| brokers | client | idempotence | round | records/s | p50 ms | p99 ms | broker CPU s/GB | client records/request |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let drivers = [Driver::Librdkafka, Driver::Java];
     if wanted(single) {
         let broker = Broker::start(
