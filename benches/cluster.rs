@@ -317,14 +317,24 @@ fn java_producer(bootstrap: &str, topic: &str, records: usize, on: bool) -> Opti
     };
     // "800000 steady state records sent, 252445.5 records/sec (48.15 MB/sec), 88.86 ms avg
     // latency, 465.00 ms max latency, 38 ms 50th, 367 ms 95th, 429 ms 99th, 464 ms 99.9th."
+    // A run longer than its 5 s reporting interval also prints "In steady state." when the
+    // warm-up ends, so the summary is found by more than those two words.
     let text = String::from_utf8_lossy(&output.stdout);
-    let Some(line) = text.lines().find(|line| line.contains("steady state")) else {
+    let summary = text
+        .lines()
+        .find(|line| line.contains("steady state records sent"));
+    let Some(line) = summary else {
         eprintln!("kafka-producer-perf-test printed no steady-state line:\n{text}");
         return None;
     };
     let number_before = |suffix: &str| -> Option<f64> {
-        let end = line.find(suffix)?;
-        line[..end].split_whitespace().last()?.parse().ok()
+        let number = line
+            .find(suffix)
+            .and_then(|end| line[..end].split_whitespace().last()?.parse().ok());
+        if number.is_none() {
+            eprintln!("kafka-producer-perf-test: no number before {suffix:?} in {line:?}");
+        }
+        number
     };
     // "producer-metrics:records-per-request-avg:{client-id=perf-producer-client} : 1492.537"
     let records_per_request = text
