@@ -27,6 +27,7 @@ use std::time::Instant;
 #[path = "support/mod.rs"]
 mod support;
 
+use support::fixed_load::{produce_fixed, FixedLoad};
 use support::kafka::KafkaPeer;
 use support::load::{consume, produce, produce_with, Keys, PARTITIONS};
 use support::{cpu_seconds, peak_rss_bytes, Broker, Cluster};
@@ -36,6 +37,10 @@ const REPLICATED: [&str; 2] = ["default.replication.factor=3", "min.insync.repli
 
 /// Record sizes and how many records of each a throughput phase sends (before the scale).
 const SIZES: [(usize, usize); 2] = [(200, 1_000_000), (1024, 300_000)];
+
+/// Records per request of the fixed-shape idempotence load (about 210 KB, as the Java
+/// producer's requests with `batch.size=262144`).
+const FIXED_RECORDS_PER_REQUEST: usize = 1000;
 
 /// Offered loads of the paced phases, MB/s, each for `PACED_SECONDS`.
 const PACED_MEGABYTES: [f64; 2] = [10.0, 50.0];
@@ -247,6 +252,10 @@ enum Driver {
     /// broker's side of idempotence differs. Figures are its steady-state line (after
     /// `--warmup-records`).
     Java,
+    /// Requests of one fixed shape written by hand (`support::fixed_load`): 1,000 records
+    /// per request, one partition each, 5 in flight per leader. The same requests with and
+    /// without a producer id, so the difference is the broker's alone.
+    Fixed,
 }
 
 impl Driver {
@@ -254,6 +263,7 @@ impl Driver {
         match self {
             Driver::Librdkafka => "librdkafka 2.12.1",
             Driver::Java => "Java producer 4.4.0",
+            Driver::Fixed => "fixed requests",
         }
     }
 }
@@ -359,9 +369,17 @@ fn idempotence_phase(
 ) -> Option<(Rates, f64)> {
     // The broker's CPU is measured over everything the phase sends, the Java producer's
     // warm-up included.
+    let fixed = FixedLoad {
+        requests: records / FIXED_RECORDS_PER_REQUEST / PARTITIONS as usize * PARTITIONS as usize,
+        records_per_batch: FIXED_RECORDS_PER_REQUEST,
+        record_bytes: 200,
+        in_flight: 5,
+    };
     let sent = match driver {
         Driver::Librdkafka => records,
         Driver::Java => records + java_warmup_records(records),
+        // Every leader gets the same share: 6 partitions over 1, 2 or 3 leaders.
+        Driver::Fixed => fixed.requests * FIXED_RECORDS_PER_REQUEST,
     };
     let (rates, cpu) = brokers.cpu_per_gigabyte(sent * 200, || match driver {
         Driver::Librdkafka => {
@@ -383,6 +401,15 @@ fn idempotence_phase(
             })
         }
         Driver::Java => java_producer(&brokers.bootstrap, topic, records, on),
+        Driver::Fixed => {
+            let (_, records_per_second) = produce_fixed(&brokers.bootstrap, topic, &fixed, on);
+            Some(Rates {
+                records_per_second,
+                p50_ms: f64::NAN,
+                p99_ms: f64::NAN,
+                records_per_request: Some(FIXED_RECORDS_PER_REQUEST as f64),
+            })
+        }
     });
     Some((rates?, cpu))
 }
@@ -443,7 +470,12 @@ fn idempotence(root: &std::path::Path, only: &str) {
     println!("\n## Idempotence off and on, 200-byte records, acks=all\n");
     println!("| brokers | client | idempotence | round | records/s | p50 ms | p99 ms | broker CPU s/GB | client records/request |");
     println!("|---|---|---|---|---|---|---|---|---|");
-    let drivers = [Driver::Librdkafka, Driver::Java];
+    // KARST_BENCH_CLIENT narrows the clients to those whose name contains it.
+    let client = std::env::var("KARST_BENCH_CLIENT").unwrap_or_default();
+    let drivers: Vec<Driver> = [Driver::Librdkafka, Driver::Java, Driver::Fixed]
+        .into_iter()
+        .filter(|driver| driver.name().contains(client.as_str()))
+        .collect();
     if wanted(single) {
         let broker = Broker::start(
             &root.join("idempotence-single"),
@@ -454,7 +486,7 @@ fn idempotence(root: &std::path::Path, only: &str) {
             bootstrap: broker.bootstrap.clone(),
             pids: vec![broker.child.id()],
         };
-        for driver in drivers {
+        for &driver in &drivers {
             idempotence_rows(single, &brokers, driver, scaled(2_000_000));
         }
     }
@@ -466,7 +498,7 @@ fn idempotence(root: &std::path::Path, only: &str) {
             bootstrap: cluster.bootstrap.clone(),
             pids: cluster.pids(),
         };
-        for driver in drivers {
+        for &driver in &drivers {
             idempotence_rows(three, &brokers, driver, scaled(1_000_000));
         }
     }
@@ -478,7 +510,7 @@ fn idempotence(root: &std::path::Path, only: &str) {
                 bootstrap: peer.bootstrap.clone(),
                 pids: peer.pids.clone(),
             };
-            for driver in drivers {
+            for &driver in &drivers {
                 idempotence_rows(kafka, &brokers, driver, scaled(1_000_000));
             }
         }
