@@ -14,11 +14,14 @@
 //! **Idempotence** (issue 8): produce throughput with `enable.idempotence` off and on, 200-byte
 //! records, acks=all, on a single node and on the three-node cluster (RF=3), alternating off
 //! and on over three rounds on the same broker, fresh topic per phase; the cost is the drop of
-//! the median.
+//! the median. Three clients: librdkafka, the Java producer, and requests of one fixed shape
+//! (`support::fixed_load`), which alone sends the broker the same requests on both sides; the
+//! Java rows also show the client's records per request, which the broker's CPU per GB follows.
 //!
 //! Environment: `KARST_BENCH_ONLY` (`kafka` for the first part, `idempotence` for the second,
 //! or a row's name), `KARST_BENCH_SCALE` (multiplies every record count, default 1),
-//! `KARST_BENCH_ROUNDS` (idempotence rounds, default 3), `KARST_BENCH_PRODUCER` /
+//! `KARST_BENCH_ROUNDS` (idempotence rounds, default 3), `KARST_BENCH_CLIENT` (idempotence
+//! clients whose name contains it: `librdkafka`, `Java`, `fixed`), `KARST_BENCH_PRODUCER` /
 //! `KARST_BENCH_CONSUMER` as in `produce_consume`.
 
 use std::path::PathBuf;
