@@ -14,11 +14,14 @@
 //! **Idempotence** (issue 8): produce throughput with `enable.idempotence` off and on, 200-byte
 //! records, acks=all, on a single node and on the three-node cluster (RF=3), alternating off
 //! and on over three rounds on the same broker, fresh topic per phase; the cost is the drop of
-//! the median.
+//! the median. Three clients: librdkafka, the Java producer, and requests of one fixed shape
+//! (`support::fixed_load`), which alone sends the broker the same requests on both sides; the
+//! Java rows also show the client's records per request, which the broker's CPU per GB follows.
 //!
 //! Environment: `KARST_BENCH_ONLY` (`kafka` for the first part, `idempotence` for the second,
 //! or a row's name), `KARST_BENCH_SCALE` (multiplies every record count, default 1),
-//! `KARST_BENCH_ROUNDS` (idempotence rounds, default 3), `KARST_BENCH_PRODUCER` /
+//! `KARST_BENCH_ROUNDS` (idempotence rounds, default 3), `KARST_BENCH_CLIENT` (idempotence
+//! clients whose name contains it: `librdkafka`, `Java`, `fixed`), `KARST_BENCH_PRODUCER` /
 //! `KARST_BENCH_CONSUMER` as in `produce_consume`.
 
 use std::path::PathBuf;
@@ -27,6 +30,7 @@ use std::time::Instant;
 #[path = "support/mod.rs"]
 mod support;
 
+use support::fixed_load::{produce_fixed, FixedLoad};
 use support::kafka::KafkaPeer;
 use support::load::{consume, produce, produce_with, Keys, PARTITIONS};
 use support::{cpu_seconds, peak_rss_bytes, Broker, Cluster};
@@ -36,6 +40,10 @@ const REPLICATED: [&str; 2] = ["default.replication.factor=3", "min.insync.repli
 
 /// Record sizes and how many records of each a throughput phase sends (before the scale).
 const SIZES: [(usize, usize); 2] = [(200, 1_000_000), (1024, 300_000)];
+
+/// Records per request of the fixed-shape idempotence load (about 210 KB, as the Java
+/// producer's requests with `batch.size=262144`).
+const FIXED_RECORDS_PER_REQUEST: usize = 1000;
 
 /// Offered loads of the paced phases, MB/s, each for `PACED_SECONDS`.
 const PACED_MEGABYTES: [f64; 2] = [10.0, 50.0];
@@ -247,6 +255,10 @@ enum Driver {
     /// broker's side of idempotence differs. Figures are its steady-state line (after
     /// `--warmup-records`).
     Java,
+    /// Requests of one fixed shape written by hand (`support::fixed_load`): 1,000 records
+    /// per request, one partition each, 5 in flight per leader. The same requests with and
+    /// without a producer id, so the difference is the broker's alone.
+    Fixed,
 }
 
 impl Driver {
@@ -254,18 +266,32 @@ impl Driver {
         match self {
             Driver::Librdkafka => "librdkafka 2.12.1",
             Driver::Java => "Java producer 4.4.0",
+            Driver::Fixed => "fixed requests",
         }
     }
 }
 
-/// records/s, p50 ms and p99 ms of one phase.
-type Rates = (f64, f64, f64);
+/// What one phase of the idempotence comparison measured on the client.
+struct Rates {
+    records_per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    /// The Java producer's `records-per-request-avg`: fewer records per request means more
+    /// requests per GB, which costs the broker CPU whatever idempotence does. librdkafka's
+    /// is not collected.
+    records_per_request: Option<f64>,
+}
 
-/// Runs `kafka-producer-perf-test` with `records` (a fifth of them more as JIT warm-up) of 200
+/// The Java producer's JIT warm-up: a fifth of the measured records more, sent first.
+fn java_warmup_records(records: usize) -> usize {
+    records / 5
+}
+
+/// Runs `kafka-producer-perf-test` with `records` (and `java_warmup_records` more) of 200
 /// bytes; its steady-state figures, or None (reason on stderr) where it cannot run.
 fn java_producer(bootstrap: &str, topic: &str, records: usize, on: bool) -> Option<Rates> {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka-peer");
-    let warmup = records / 5;
+    let warmup = java_warmup_records(records);
     let output = std::process::Command::new(script)
         .args([
             "tool",
@@ -280,6 +306,7 @@ fn java_producer(bootstrap: &str, topic: &str, records: usize, on: bool) -> Opti
             "200",
             "--throughput",
             "-1",
+            "--print-metrics",
             "--producer-props",
         ])
         .arg(format!("bootstrap.servers={bootstrap}"))
@@ -303,20 +330,36 @@ fn java_producer(bootstrap: &str, topic: &str, records: usize, on: bool) -> Opti
     };
     // "800000 steady state records sent, 252445.5 records/sec (48.15 MB/sec), 88.86 ms avg
     // latency, 465.00 ms max latency, 38 ms 50th, 367 ms 95th, 429 ms 99th, 464 ms 99.9th."
+    // A run longer than its 5 s reporting interval also prints "In steady state." when the
+    // warm-up ends, so the summary is found by more than those two words.
     let text = String::from_utf8_lossy(&output.stdout);
-    let Some(line) = text.lines().find(|line| line.contains("steady state")) else {
+    let summary = text
+        .lines()
+        .find(|line| line.contains("steady state records sent"));
+    let Some(line) = summary else {
         eprintln!("kafka-producer-perf-test printed no steady-state line:\n{text}");
         return None;
     };
     let number_before = |suffix: &str| -> Option<f64> {
-        let end = line.find(suffix)?;
-        line[..end].split_whitespace().last()?.parse().ok()
+        let number = line
+            .find(suffix)
+            .and_then(|end| line[..end].split_whitespace().last()?.parse().ok());
+        if number.is_none() {
+            eprintln!("kafka-producer-perf-test: no number before {suffix:?} in {line:?}");
+        }
+        number
     };
-    Some((
-        number_before(" records/sec")?,
-        number_before(" ms 50th")?,
-        number_before(" ms 99th")?,
-    ))
+    // "producer-metrics:records-per-request-avg:{client-id=perf-producer-client} : 1492.537"
+    let records_per_request = text
+        .lines()
+        .find(|line| line.starts_with("producer-metrics:records-per-request-avg:"))
+        .and_then(|line| line.rsplit(':').next()?.trim().parse().ok());
+    Some(Rates {
+        records_per_second: number_before(" records/sec")?,
+        p50_ms: number_before(" ms 50th")?,
+        p99_ms: number_before(" ms 99th")?,
+        records_per_request,
+    })
 }
 
 /// One phase of the idempotence comparison: its figures and the broker CPU s/GB.
@@ -327,7 +370,21 @@ fn idempotence_phase(
     records: usize,
     on: bool,
 ) -> Option<(Rates, f64)> {
-    let (rates, cpu) = brokers.cpu_per_gigabyte(records * 200, || match driver {
+    // The broker's CPU is measured over everything the phase sends, the Java producer's
+    // warm-up included.
+    let fixed = FixedLoad {
+        requests: records / FIXED_RECORDS_PER_REQUEST / PARTITIONS as usize * PARTITIONS as usize,
+        records_per_batch: FIXED_RECORDS_PER_REQUEST,
+        record_bytes: 200,
+        in_flight: 5,
+    };
+    let sent = match driver {
+        Driver::Librdkafka => records,
+        Driver::Java => records + java_warmup_records(records),
+        // Every leader gets the same share: 6 partitions over 1, 2 or 3 leaders.
+        Driver::Fixed => fixed.requests * FIXED_RECORDS_PER_REQUEST,
+    };
+    let (rates, cpu) = brokers.cpu_per_gigabyte(sent * 200, || match driver {
         Driver::Librdkafka => {
             let setting = [("enable.idempotence", if on { "true" } else { "false" })];
             let produced = produce_with(
@@ -339,13 +396,23 @@ fn idempotence_phase(
                 None,
                 &setting,
             );
-            Some((
-                produced.records_per_second,
-                produced.p50_ms,
-                produced.p99_ms,
-            ))
+            Some(Rates {
+                records_per_second: produced.records_per_second,
+                p50_ms: produced.p50_ms,
+                p99_ms: produced.p99_ms,
+                records_per_request: None,
+            })
         }
         Driver::Java => java_producer(&brokers.bootstrap, topic, records, on),
+        Driver::Fixed => {
+            let (_, records_per_second) = produce_fixed(&brokers.bootstrap, topic, &fixed, on);
+            Some(Rates {
+                records_per_second,
+                p50_ms: f64::NAN,
+                p99_ms: f64::NAN,
+                records_per_request: Some(FIXED_RECORDS_PER_REQUEST as f64),
+            })
+        }
     });
     Some((rates?, cpu))
 }
@@ -354,6 +421,7 @@ fn idempotence_phase(
 /// cluster.
 fn idempotence_rows(name: &str, brokers: &Brokers, driver: Driver, records: usize) {
     let mut figures: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut cpu_figures: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     let client = driver.name();
     let rounds: u32 = std::env::var("KARST_BENCH_ROUNDS")
         .ok()
@@ -369,19 +437,27 @@ fn idempotence_rows(name: &str, brokers: &Brokers, driver: Driver, records: usiz
         for on in order {
             let label = if on { "on" } else { "off" };
             let topic = format!("idem-{}-{round}-{label}", client.len());
-            let Some(((rate, p50, p99), cpu)) =
-                idempotence_phase(brokers, driver, &topic, records, on)
-            else {
+            let Some((rates, cpu)) = idempotence_phase(brokers, driver, &topic, records, on) else {
                 return;
             };
+            let Rates {
+                records_per_second: rate,
+                p50_ms: p50,
+                p99_ms: p99,
+                records_per_request,
+            } = rates;
+            let per_request = records_per_request.map_or("-".to_owned(), |r| format!("{r:.0}"));
             figures[usize::from(on)].push(rate);
-            println!("| {name} | {client} | {label} | {round} | {rate:.0} | {p50:.2} | {p99:.2} | {cpu:.2} |");
+            cpu_figures[usize::from(on)].push(cpu);
+            println!("| {name} | {client} | {label} | {round} | {rate:.0} | {p50:.2} | {p99:.2} | {cpu:.2} | {per_request} |");
         }
     }
     let off = median(&mut figures[0]);
     let on = median(&mut figures[1]);
+    let mean = |values: &[f64]| values.iter().sum::<f64>() / values.len() as f64;
+    let (cpu_off, cpu_on) = (mean(&cpu_figures[0]), mean(&cpu_figures[1]));
     println!(
-        "| {name} | {client} | **median: off {off:.0}, on {on:.0}** | | **cost {:.1} %** | | | |",
+        "| {name} | {client} | **median: off {off:.0}, on {on:.0}** | | **cost {:.1} %** | | | **mean: off {cpu_off:.2}, on {cpu_on:.2}** | |",
         (1.0 - on / off) * 100.0
     );
 }
@@ -395,9 +471,14 @@ fn idempotence(root: &std::path::Path, only: &str) {
         return;
     }
     println!("\n## Idempotence off and on, 200-byte records, acks=all\n");
-    println!("| brokers | client | idempotence | round | records/s | p50 ms | p99 ms | broker CPU s/GB |");
-    println!("|---|---|---|---|---|---|---|---|");
-    let drivers = [Driver::Librdkafka, Driver::Java];
+    println!("| brokers | client | idempotence | round | records/s | p50 ms | p99 ms | broker CPU s/GB | client records/request |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    // KARST_BENCH_CLIENT narrows the clients to those whose name contains it.
+    let client = std::env::var("KARST_BENCH_CLIENT").unwrap_or_default();
+    let drivers: Vec<Driver> = [Driver::Librdkafka, Driver::Java, Driver::Fixed]
+        .into_iter()
+        .filter(|driver| driver.name().contains(client.as_str()))
+        .collect();
     if wanted(single) {
         let broker = Broker::start(
             &root.join("idempotence-single"),
@@ -408,7 +489,7 @@ fn idempotence(root: &std::path::Path, only: &str) {
             bootstrap: broker.bootstrap.clone(),
             pids: vec![broker.child.id()],
         };
-        for driver in drivers {
+        for &driver in &drivers {
             idempotence_rows(single, &brokers, driver, scaled(2_000_000));
         }
     }
@@ -420,7 +501,7 @@ fn idempotence(root: &std::path::Path, only: &str) {
             bootstrap: cluster.bootstrap.clone(),
             pids: cluster.pids(),
         };
-        for driver in drivers {
+        for &driver in &drivers {
             idempotence_rows(three, &brokers, driver, scaled(1_000_000));
         }
     }
@@ -432,7 +513,7 @@ fn idempotence(root: &std::path::Path, only: &str) {
                 bootstrap: peer.bootstrap.clone(),
                 pids: peer.pids.clone(),
             };
-            for driver in drivers {
+            for &driver in &drivers {
                 idempotence_rows(kafka, &brokers, driver, scaled(1_000_000));
             }
         }

@@ -1,10 +1,11 @@
 //! What the end-to-end benchmarks share: a `karst server` of this build (one node, or a
-//! three-node cluster), the load (`load`), Apache Kafka as a peer (`kafka`), and a process's CPU
+//! three-node cluster), the load (`load`, and `fixed_load` for requests of one shape), Apache Kafka as a peer (`kafka`), and a process's CPU
 //! time and peak RSS from `/proc`.
 
 // Each benchmark uses part of this.
 #![allow(dead_code)]
 
+pub mod fixed_load;
 pub mod kafka;
 pub mod load;
 
