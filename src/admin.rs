@@ -318,6 +318,8 @@ pub fn partitions_view(broker: &Broker) -> Value {
                 "size_bytes": hosted.log.size_bytes(),
                 // Idempotent producers with state here (DescribeProducers has the details).
                 "producers": hosted.log.producer_count(),
+                // Why the log stopped serving (a damaged batch, a failed write), or null.
+                "offline": hosted.log.offline_reason(),
             })
         })
         .collect();

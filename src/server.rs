@@ -502,7 +502,12 @@ async fn maintain(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
                 if let Ok(Ok(volume)) = volume {
                     metrics::gauge!("karst_log_dir_free_bytes").set(volume.usable as f64);
                 }
-                for log in logs.all() {
+                metrics::gauge!("karst_log_commit_queue_bytes")
+                    .set(logs.commit_budget().queued_bytes() as f64);
+                let all = logs.all();
+                let offline = all.iter().filter(|log| !log.is_online()).count();
+                metrics::gauge!("karst_log_offline_logs").set(offline as f64);
+                for log in all {
                     let partition = log.topic_partition();
                     metrics::gauge!(
                         "kafka_log_log_size_bytes",

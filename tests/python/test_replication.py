@@ -437,6 +437,12 @@ def test_a_bit_flipped_in_the_leaders_sealed_segment_is_never_served_and_the_rep
     wait_replicas_converged(cluster, "flipped", 0)
     wait_until(lambda: log_digest(damaged, "flipped", 0) == healthy, timeout_s=30,
                what="the damaged replica holds the healthy bytes again")
+    assert partition_views(damaged)[("flipped", 0)]["offline"] is None
+    _, metrics = damaged.http_get("/metrics", timeout_s=5)
+    counters = {line.split(" ")[0]: float(line.split(" ")[1]) for line in metrics.splitlines()
+                if line.startswith(("karst_replica_repairs_total ", "karst_replica_offline_reports_total "))}
+    assert counters.get("karst_replica_repairs_total") == 1, counters
+    assert counters.get("karst_replica_offline_reports_total", 0) >= 1, counters
     report(capsys, f"bit flip in the leader's sealed segment: all {len(served)} records served "
                    f"from healthy replicas {read_s:.2f} s after the flip; leader {leader} -> {new_leader}; "
                    f"damaged replica repaired and back in the ISR {healed_s:.2f} s after the flip")
