@@ -17,6 +17,8 @@ const MARGIN_LEFT: f64 = 60.0;
 const MARGIN_TOP: f64 = 30.0;
 const GAP: f64 = 50.0;
 const LATENCY_MS_MAX: f64 = 20_000.0;
+/// Width of one character of a fault label at the font size used (pixels, about).
+const LABEL_CHAR_WIDTH: f64 = 6.2;
 /// At most this many latency points are drawn (every n-th send beyond it).
 const LATENCY_POINTS_MAX: usize = 20_000;
 
@@ -84,6 +86,8 @@ impl Canvas {
     }
 
     fn fault_windows(&mut self, history: &[Op]) {
+        // Where the previous label ends: a label that would overlap it is left out.
+        let mut free_from = 0.0;
         for window in fault_windows(history) {
             let from = self.x(window.start_ns as f64 / 1e9);
             let width = (self.x(window.end_ns as f64 / 1e9) - from).max(1.0);
@@ -92,12 +96,23 @@ impl Canvas {
                     r##"<rect x="{from:.1}" y="{panel}" width="{width:.1}" height="{PANEL_HEIGHT}" fill="#f4b6b6" opacity="0.6"/>"##
                 ));
             }
+            // A label that would overlap the previous one (a long run) or run off the picture
+            // is left out: the window names its fault in a tooltip, and the run log lists
+            // them all.
             let label = fault_label(history, window.start_ns);
             self.line(format_args!(
-                r##"<text x="{:.1}" y="{:.1}" fill="#a33">{label}</text>"##,
-                from + 2.0,
-                Self::TOP - 4.0
+                r##"<rect x="{from:.1}" y="{:.1}" width="{width:.1}" height="12" fill="none"><title>{label}</title></rect>"##,
+                Self::TOP - 14.0
             ));
+            let label_end = from + 2.0 + label.len() as f64 * LABEL_CHAR_WIDTH;
+            if from >= free_from && label_end <= WIDTH {
+                self.line(format_args!(
+                    r##"<text x="{:.1}" y="{:.1}" fill="#a33">{label}</text>"##,
+                    from + 2.0,
+                    Self::TOP - 4.0
+                ));
+                free_from = label_end + 6.0;
+            }
         }
     }
 
@@ -178,11 +193,11 @@ impl Canvas {
             r##"<text x="{MARGIN_LEFT}" y="{:.1}" fill="#333">{title}</text>"##,
             bottom + 28.0
         ));
-        let tick_s = match self.end_s {
-            end if end > 600.0 => 60.0,
-            end if end > 120.0 => 30.0,
-            _ => 10.0,
-        };
+        // At most about 15 ticks, at round numbers of seconds.
+        let tick_s = [10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0]
+            .into_iter()
+            .find(|step| self.end_s / step <= 15.0)
+            .unwrap_or(3600.0);
         let mut tick = 0.0;
         while tick <= self.end_s {
             self.line(format_args!(
