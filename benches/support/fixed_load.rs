@@ -320,13 +320,23 @@ fn init_producer_id(address: &str) -> (i64, i16) {
         .with_transaction_timeout_ms(60_000)
         .with_producer_id(proto_kafka::messages::ProducerId(-1))
         .with_producer_epoch(-1);
-    let mut body = exchange(
-        address,
-        ApiKey::InitProducerId,
-        INIT_PRODUCER_ID_VERSION,
-        &request,
-    );
-    let response = InitProducerIdResponse::decode(&mut body, INIT_PRODUCER_ID_VERSION).unwrap();
-    assert_eq!(response.error_code, 0, "InitProducerId refused");
-    (response.producer_id.0, response.producer_epoch)
+    // A broker that has just started may answer COORDINATOR_LOAD_IN_PROGRESS (14) or
+    // COORDINATOR_NOT_AVAILABLE (15) for a while (Apache Kafka does): retry those.
+    let deadline = Instant::now() + METADATA_WAIT;
+    loop {
+        let mut body = exchange(
+            address,
+            ApiKey::InitProducerId,
+            INIT_PRODUCER_ID_VERSION,
+            &request,
+        );
+        let response =
+            InitProducerIdResponse::decode(&mut body, INIT_PRODUCER_ID_VERSION).unwrap();
+        let retriable = matches!(response.error_code, 14 | 15);
+        if response.error_code == 0 || !retriable || Instant::now() > deadline {
+            assert_eq!(response.error_code, 0, "InitProducerId refused");
+            return (response.producer_id.0, response.producer_epoch);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
