@@ -330,8 +330,7 @@ fn init_producer_id(address: &str) -> (i64, i16) {
             INIT_PRODUCER_ID_VERSION,
             &request,
         );
-        let response =
-            InitProducerIdResponse::decode(&mut body, INIT_PRODUCER_ID_VERSION).unwrap();
+        let response = InitProducerIdResponse::decode(&mut body, INIT_PRODUCER_ID_VERSION).unwrap();
         let retriable = matches!(response.error_code, 14 | 15);
         if response.error_code == 0 || !retriable || Instant::now() > deadline {
             assert_eq!(response.error_code, 0, "InitProducerId refused");
