@@ -6,10 +6,12 @@
 //! | `kill` | SIGKILL `kill-one`, `kill-controller`, `kill-leader`, `kill-minority`, `kill-all`; healed by restarting |
 //! | `pause` | SIGSTOP `pause-one`, `pause-controller`, `pause-leader`, `pause-minority`; healed by SIGCONT |
 //! | `clock` | `clock-bump-one` (one node's wall clock moves by up to ±300 s), `clock-skew-all` (every node a different offset), `clock-strobe-one` (one node's clock flips between an offset of up to ±300 s and true time every 10–200 ms); libfaketime, healed by offset 0 |
-//! | `bitflip` | `bitflip-one`: one bit of a random byte of a sealed segment of one node's replica of a workload partition flips, through the file (so the page cache holds it too); not healed |
+//! | `bitflip` | `bitflip-one`: one bit of a random byte of a sealed segment of one node's replica of a workload partition flips, through the file (so the page cache holds it too) and synced; not healed |
 //! | `lose-unsynced` | `lose-unsynced-one`, `-controller`, `-leader`, `-minority`, `-all`: SIGKILL, then every write the node had not synced is dropped ([`crate::cluster::unsynced`]); healed by restarting |
 //!
-//! A minority is (n - 1) / 2 random nodes: one of three, two of five. The controller and
+//! Each fault window takes the next family of a round (every family once, shuffled), so a
+//! run with as many windows as families injects each. A minority is (n - 1) / 2 random
+//! nodes: one of three, two of five. The controller and
 //! partition-leader variants aim at the node whose loss matters most. Partitions
 //! are `INPUT` drops in the node namespaces ([`crate::cluster::network`]), both directions for a
 //! full partition, one for `one-way`; the client keeps reaching every node. Every heal removes
