@@ -57,11 +57,33 @@ def die_with_parent(command: list[str]) -> list[str]:
     return [setpriv, "--pdeathsig", "KILL", "--", *command] if setpriv else command
 
 
+def _ephemeral_ports_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+# Listening ports come from below the kernel's ephemeral range (source ports of outgoing
+# connections). A port from inside it (what binding port 0 gives) can be taken while its
+# broker is down: a client reconnecting to 127.0.0.1:P may be given P itself as its source
+# port, a TCP self-connect on loopback, and the restarted broker then cannot bind P ("Address
+# already in use"); seen in CI after a SIGKILL restart.
+_LISTEN_PORTS = range(20000, min(32000, _ephemeral_ports_start()))
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A loopback TCP port that was free a moment ago (bind port 0, read it, close)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((LOOPBACK, 0))
-        return probe.getsockname()[1]
+    """A loopback TCP port below the ephemeral range, free a moment ago and not handed out
+    before in this session."""
+    import random
+
+    for _ in range(10_000):
+        port = random.randrange(_LISTEN_PORTS.start, _LISTEN_PORTS.stop)
+        if port not in _handed_out and port_is_free(port):
+            _handed_out.add(port)
+            return port
+    raise RuntimeError(f"no free port in {_LISTEN_PORTS}")
 
 
 def port_is_free(port: int, host: str = LOOPBACK) -> bool:
