@@ -22,10 +22,9 @@ use proto_kafka::messages::{
     ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use proto_kafka::protocol::{Decodable, Encodable, StrBytes};
-use proto_kafka::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
-};
+use proto_kafka::records::{Compression, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE};
+
+use karst::client::records::{encode_batch, ProducerRecord};
 
 /// Produce v9: the newest version that names topics (v13 names them by id).
 const PRODUCE_VERSION: i16 = 9;
@@ -154,30 +153,15 @@ fn batch_template(load: &FixedLoad) -> Bytes {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64;
-    let records: Vec<Record> = (0..load.records_per_batch)
-        .map(|index| Record {
-            transactional: false,
-            control: false,
-            delete_horizon_ms: None,
-            partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
-            producer_id: NO_PRODUCER_ID,
-            producer_epoch: NO_PRODUCER_EPOCH,
-            timestamp_type: TimestampType::Creation,
-            offset: index as i64,
-            sequence: NO_SEQUENCE,
-            timestamp: now_ms,
+    let records: Vec<ProducerRecord> = (0..load.records_per_batch)
+        .map(|_| ProducerRecord {
             key: None,
             value: Some(value.clone()),
-            headers: Default::default(),
+            headers: Vec::new(),
+            timestamp_ms: Some(now_ms),
         })
         .collect();
-    let mut buffer = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
-    RecordBatchEncoder::encode(&mut buffer, &records, &options).expect("encode the batch");
-    buffer.freeze()
+    encode_batch(&records, Compression::None, now_ms).expect("encode the batch")
 }
 
 /// `template` with a producer id, epoch and base sequence, and the CRC that covers them.
